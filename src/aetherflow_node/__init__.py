@@ -1,0 +1,3 @@
+"""The embeddable AetherFlow node runtime and the ``aetherflow`` command."""
+
+__all__: list[str] = []
