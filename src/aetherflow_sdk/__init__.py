@@ -10,6 +10,7 @@ pins them.
 
 from aetherflow_sdk._errors import (
     AetherFlowError,
+    AuthError,
     BadPacket,
     ClosedByPeer,
     ClosedLocally,
@@ -25,6 +26,7 @@ from aetherflow_sdk._uuid7 import uuid7, uuid7_unix_ms
 
 __all__ = [
     "AetherFlowError",
+    "AuthError",
     "BadPacket",
     "ClosedByPeer",
     "ClosedLocally",

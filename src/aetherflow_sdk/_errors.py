@@ -68,3 +68,17 @@ class ConnectionTimeout(ConnectionClosed):
 
 class HandshakeFailed(ConnectionClosed):
     """The transport handshake failed: wrong peer identity, bad signature, version mismatch."""
+
+
+class AuthError(AetherFlowError):
+    """Authentication or authorization failed: a token, a ticket's token or a session resumption.
+
+    ``reason`` is a stable machine-readable code (the values of
+    :class:`aetherflow_sdk.session.AuthReason`: ``"expired"``, ``"bad_signature"``,
+    ``"unknown_issuer"``, ``"revoked"``, ``"forbidden_document"``, ``"malformed"`` ...);
+    the message says what happened and what to do.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
