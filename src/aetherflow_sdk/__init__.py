@@ -20,6 +20,8 @@ from aetherflow_sdk._errors import (
     LocalProtocolError,
     MessageTooLarge,
     RemoteProtocolError,
+    ReplicaError,
+    StorageError,
     WouldBlock,
 )
 from aetherflow_sdk._uuid7 import uuid7, uuid7_unix_ms
@@ -36,6 +38,8 @@ __all__ = [
     "LocalProtocolError",
     "MessageTooLarge",
     "RemoteProtocolError",
+    "ReplicaError",
+    "StorageError",
     "WouldBlock",
     "uuid7",
     "uuid7_unix_ms",

@@ -82,3 +82,11 @@ class AuthError(AetherFlowError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ReplicaError(AetherFlowError):
+    """A document replica was used wrongly or was given an update it cannot apply."""
+
+
+class StorageError(ReplicaError):
+    """A replica's SQLite store is unreadable or corrupt; the message names the file and the row."""
