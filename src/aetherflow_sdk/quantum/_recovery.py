@@ -1,0 +1,357 @@
+"""Sent-packet tracking, SACK processing, loss detection and the RTO (sans-I/O).
+
+The rules, in one place:
+
+1. Every packet the connection sends is recorded with ``on_packet_sent``; packet
+   numbers strictly increase and are never reused (retransmitted data goes into
+   new packets), so each ACK names one exact transmission.
+2. An ACK carries ranges of packet numbers (SACK). Each packet is acknowledged
+   at most once: the first time it is ``newly_acked`` (or ``late_acked`` if it
+   had already been declared lost -- a spurious retransmission).
+3. RTT sample: only when the largest packet number of this ACK is acknowledged
+   for the first time and was ack-eliciting (RFC 9002 §5.1).
+4. Loss (RFC 9002 §6.1, RACK RFC 8985): an unacknowledged packet is lost when
+   ``packet_threshold`` later packets have been acknowledged (§6.1.1), or when it
+   was sent more than ``time_threshold * max(smoothed_rtt, latest_rtt)`` before
+   now and some later packet is acknowledged (§6.1.2). A packet that is not lost
+   yet but would become lost by time arms the loss timer.
+5. RTO (RFC 6298): while ack-eliciting packets are outstanding, the timer runs
+   from the last time an ack-eliciting packet was sent or new data was
+   acknowledged (§5.1, §5.3). On expiry the RTO backs off (§5.5), the congestion
+   window collapses, and every outstanding packet is declared lost (go-back-N,
+   as TCP does after an RTO); the pacer and the collapsed window meter the resend.
+
+Cost: packets live in a dict keyed by packet number plus a "lowest outstanding"
+cursor. An ACK range is clipped to ``[lowest outstanding, largest sent]`` before
+it is walked, and rule 4 with ``packet_threshold`` keeps at most
+``packet_threshold - 1`` unacknowledged packets below the largest acknowledged
+one, so an ACK costs O(newly acked + ranges + packet_threshold), not O(sent).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Sequence
+
+import attrs
+
+from aetherflow_sdk._errors import LocalProtocolError, RemoteProtocolError
+from aetherflow_sdk.quantum._congestion import CongestionController, PacketInfo
+from aetherflow_sdk.quantum._rtt import RttEstimator
+
+PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1 (kPacketThreshold), as TCP's 3 duplicate ACKs (RFC 5681 §3.2)
+TIME_THRESHOLD = 9 / 8  # RFC 9002 §6.1.2 (kTimeThreshold)
+LOST_MEMORY_RTTS = 3  # remember declared-lost packets this many RTTs to spot late ACKs (RFC 9002 §6.1 note)
+LOST_MEMORY_MAX = 10_000  # ...and at most this many, whatever the RTT
+
+
+@attrs.define(slots=True, eq=False)
+class SentPacket:
+    """One transmitted packet, as loss recovery tracks it."""
+
+    packet_number: int
+    """Unique, strictly increasing packet number."""
+    time_sent: float
+    """``now`` when the packet was handed to the socket."""
+    size: int
+    """Bytes on the wire."""
+    ack_eliciting: bool
+    """The peer must acknowledge it (it carries more than ACKs)."""
+    in_flight: bool
+    """Counts toward bytes in flight and congestion control."""
+    payload: object = None
+    """Opaque to recovery: the connection's retransmittable frames."""
+    declared_lost: bool = False
+    """Set when recovery declares it lost (a later ACK of it is spurious)."""
+
+
+@attrs.frozen(kw_only=True)
+class AckOutcome:
+    """What one ACK frame changed."""
+
+    newly_acked: list[SentPacket]
+    """First acknowledgement of these packets (not previously declared lost)."""
+    late_acked: list[SentPacket]
+    """Acknowledged AFTER being declared lost: each is one spurious retransmission."""
+    lost: list[SentPacket]
+    """Newly declared lost by this ACK (packet or time threshold)."""
+    rtt_updated: bool
+    """An RTT sample was taken."""
+
+
+@attrs.frozen(kw_only=True)
+class TimeoutOutcome:
+    """What a loss-detection timer expiry changed."""
+
+    lost: list[SentPacket]
+    """Declared lost by the time threshold or by the RTO."""
+    rto_fired: bool
+    """The retransmission timeout expired (as opposed to the time-threshold loss timer)."""
+
+
+class LossRecovery:
+    """Tracks sent packets and decides what was received and what was lost."""
+
+    def __init__(
+        self,
+        *,
+        rtt: RttEstimator,
+        congestion: CongestionController,
+        packet_threshold: int = PACKET_THRESHOLD,
+        time_threshold: float = TIME_THRESHOLD,
+    ) -> None:
+        if packet_threshold < 1 or time_threshold < 1:
+            raise LocalProtocolError(
+                f"LossRecovery needs packet_threshold >= 1 and time_threshold >= 1, "
+                f"got {packet_threshold!r}, {time_threshold!r}"
+            )
+        self.rtt = rtt
+        self.congestion = congestion
+        self.packet_threshold = packet_threshold
+        self.time_threshold = time_threshold
+        self.largest_acked: int | None = None
+        """Largest packet number the peer has acknowledged."""
+        self.largest_sent: int = -1
+        """Largest packet number recorded by ``on_packet_sent`` (-1 before any)."""
+        self.packets_lost = 0
+        """Ack-eliciting packets declared lost (ACK-only packets are not counted)."""
+        self.spurious_retransmissions = 0
+        """Packets acknowledged after having been declared lost."""
+        self.rto_count = 0
+        """Retransmission timeouts that fired."""
+        self._sent: dict[int, SentPacket] = {}
+        self._lowest = 0  # every packet number below this is not in _sent
+        self._bytes_in_flight = 0
+        self._ack_eliciting_outstanding = 0
+        self._loss_time: float | None = None
+        self._rto_base: float = 0.0
+        # Declared-lost packets kept briefly to recognise late ACKs: _lost for lookup,
+        # _lost_numbers sorted (for ACK ranges), _lost_order by declaration time (expiry;
+        # entries whose packet was late-acked meanwhile are skipped when they expire).
+        self._lost: dict[int, SentPacket] = {}
+        self._lost_numbers: list[int] = []
+        self._lost_order: deque[tuple[float, int]] = deque()
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Bytes of in-flight packets neither acknowledged nor declared lost."""
+        return self._bytes_in_flight
+
+    def has_unacked(self) -> bool:
+        """Any ack-eliciting packet outstanding."""
+        return self._ack_eliciting_outstanding > 0
+
+    def outstanding(self) -> int:
+        """Number of tracked packets neither acknowledged nor declared lost."""
+        return len(self._sent)
+
+    def on_packet_sent(self, packet: SentPacket, now: float) -> None:
+        """Record a sent packet; tells the congestion controller if it counts in flight."""
+        pn = packet.packet_number
+        if pn <= self.largest_sent:
+            raise LocalProtocolError(
+                f"packet number {pn} sent after {self.largest_sent}: packet numbers must strictly increase"
+            )
+        if not self._sent:
+            self._lowest = pn
+        self.largest_sent = pn
+        self._sent[pn] = packet
+        if packet.ack_eliciting:
+            self._ack_eliciting_outstanding += 1
+            self._rto_base = now  # RFC 6298 §5.1, as RFC 9002's time_of_last_ack_eliciting_packet
+        if packet.in_flight:
+            self._bytes_in_flight += packet.size
+            self.congestion.on_packet_sent(
+                PacketInfo(packet_number=pn, size=packet.size, time_sent=packet.time_sent),
+                self._bytes_in_flight,
+                now,
+            )
+
+    def on_ack_received(self, ranges: Sequence[range], ack_delay: float, now: float) -> AckOutcome:
+        """Process the ranges of one ACK frame (in any order).
+
+        Raises RemoteProtocolError if the peer acknowledges a packet number we
+        never sent (RFC 9000 §13.1 treats that as a protocol violation).
+        """
+        largest = -1
+        for r in ranges:
+            if r and r.stop - 1 > largest:
+                largest = r.stop - 1
+        if largest < 0:
+            return AckOutcome(newly_acked=[], late_acked=[], lost=[], rtt_updated=False)
+        if largest > self.largest_sent:
+            raise RemoteProtocolError(
+                f"peer acknowledged packet {largest}, but the largest packet sent is {self.largest_sent}"
+            )
+        sent = self._sent
+        largest_packet = sent.get(largest)
+        if largest_packet is None:
+            largest_packet = self._lost.get(largest)
+        newly: list[SentPacket] = []
+        late: list[SentPacket] = []
+        lowest = self._lowest
+        top = self.largest_sent + 1
+        pop = sent.pop
+        for r in sorted(ranges, key=_range_start) if len(ranges) > 1 else ranges:
+            lo = r.start if r.start > lowest else lowest
+            hi = r.stop if r.stop < top else top
+            for pn in range(lo, hi):
+                p = pop(pn, None)
+                if p is not None:
+                    newly.append(p)
+            if self._lost_numbers:
+                self._collect_late(r, late)
+
+        rtt_updated = False
+        if largest_packet is not None and largest_packet.ack_eliciting:
+            # It was outstanding (now popped into ``newly``) or declared lost (now in
+            # ``late``): either way this is its first acknowledgement, and since packet
+            # numbers are never reused the sample is unambiguous (Karn's rule holds).
+            self.rtt.on_sample(now - largest_packet.time_sent, ack_delay)
+            rtt_updated = True
+        if self.largest_acked is None or largest > self.largest_acked:
+            self.largest_acked = largest
+
+        acked_info: list[PacketInfo] = []
+        new_data_acked = False
+        for p in newly:
+            if p.ack_eliciting:
+                self._ack_eliciting_outstanding -= 1
+                new_data_acked = True
+            if p.in_flight:
+                self._bytes_in_flight -= p.size
+                acked_info.append(
+                    PacketInfo(packet_number=p.packet_number, size=p.size, time_sent=p.time_sent)
+                )
+        if new_data_acked:
+            self._rto_base = now  # RFC 6298 §5.3: restart the timer when new data is acked
+        self._advance_lowest()
+
+        lost = self._detect_lost(now)
+        self._declare_lost(lost, now)
+        if acked_info:
+            self.congestion.on_packets_acked(acked_info, self.rtt, self._bytes_in_flight, now)
+        if late:
+            self.spurious_retransmissions += len(late)
+        self._expire_lost_memory(now)
+        return AckOutcome(newly_acked=newly, late_acked=late, lost=lost, rtt_updated=rtt_updated)
+
+    def loss_detection_timer(self) -> float | None:
+        """The earliest deadline: the time-threshold loss timer, else the RTO (None if neither)."""
+        if self._loss_time is not None:
+            return self._loss_time
+        if self._ack_eliciting_outstanding:
+            return self._rto_base + self.rtt.rto
+        return None
+
+    def on_loss_detection_timeout(self, now: float) -> TimeoutOutcome:
+        """Handle the timer: time-threshold losses, or the RTO. Early calls change nothing."""
+        if self._loss_time is not None:
+            if now < self._loss_time:
+                return TimeoutOutcome(lost=[], rto_fired=False)
+            lost = self._detect_lost(now)
+            self._declare_lost(lost, now)
+            self._expire_lost_memory(now)
+            return TimeoutOutcome(lost=lost, rto_fired=False)
+        if not self._ack_eliciting_outstanding or now < self._rto_base + self.rtt.rto:
+            return TimeoutOutcome(lost=[], rto_fired=False)
+        # RFC 6298 §5.4-§5.6: back off, collapse the window, resend from the first
+        # unacknowledged packet -- here: everything outstanding, in new packets.
+        self.rto_count += 1
+        self.rtt.on_timeout()
+        self.congestion.on_retransmission_timeout(now)
+        lost = list(self._sent.values())
+        self._sent.clear()
+        self._lowest = self.largest_sent + 1
+        self._loss_time = None
+        self._declare_lost(lost, now)
+        self._expire_lost_memory(now)
+        return TimeoutOutcome(lost=lost, rto_fired=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _advance_lowest(self) -> None:
+        sent = self._sent
+        if not sent:
+            self._lowest = self.largest_sent + 1
+            return
+        lowest = self._lowest
+        while lowest not in sent:
+            lowest += 1
+        self._lowest = lowest
+
+    def _detect_lost(self, now: float) -> list[SentPacket]:
+        """Remove and return the packets now lost; re-arm the loss timer (RFC 9002 §A.10)."""
+        self._loss_time = None
+        largest_acked = self.largest_acked
+        if largest_acked is None or self._lowest >= largest_acked:
+            return []
+        rtt = self.rtt
+        loss_delay = self.time_threshold * max(rtt.latest_rtt, rtt.smoothed_rtt)
+        loss_delay = max(loss_delay, 0.001)  # RFC 9002 §6.1.2: at least kGranularity
+        threshold_pn = largest_acked - self.packet_threshold
+        sent = self._sent
+        lost: list[SentPacket] = []
+        loss_time: float | None = None
+        for pn in range(self._lowest, largest_acked):
+            p = sent.get(pn)
+            if p is None:
+                continue
+            deadline = p.time_sent + loss_delay
+            if pn <= threshold_pn or deadline <= now:
+                del sent[pn]
+                lost.append(p)
+            elif loss_time is None or deadline < loss_time:
+                loss_time = deadline
+        self._loss_time = loss_time
+        if lost:
+            self._advance_lowest()
+        return lost
+
+    def _declare_lost(self, lost: list[SentPacket], now: float) -> None:
+        if not lost:
+            return
+        infos: list[PacketInfo] = []
+        for p in lost:
+            p.declared_lost = True
+            if p.ack_eliciting:
+                self._ack_eliciting_outstanding -= 1
+                self.packets_lost += 1
+            if p.in_flight:
+                self._bytes_in_flight -= p.size
+                infos.append(PacketInfo(packet_number=p.packet_number, size=p.size, time_sent=p.time_sent))
+            self._lost[p.packet_number] = p
+            self._lost_order.append((now, p.packet_number))
+            if not self._lost_numbers or p.packet_number > self._lost_numbers[-1]:
+                self._lost_numbers.append(p.packet_number)
+            else:
+                insort(self._lost_numbers, p.packet_number)
+        if infos:
+            self.congestion.on_packets_lost(infos, self._bytes_in_flight, now)
+
+    def _collect_late(self, r: range, late: list[SentPacket]) -> None:
+        numbers = self._lost_numbers
+        i = bisect_left(numbers, r.start)
+        j = bisect_left(numbers, r.stop, i)
+        if i == j:
+            return
+        for pn in numbers[i:j]:
+            late.append(self._lost.pop(pn))
+        del numbers[i:j]
+
+    def _expire_lost_memory(self, now: float) -> None:
+        order = self._lost_order
+        if not order:
+            return
+        horizon = now - LOST_MEMORY_RTTS * max(self.rtt.smoothed_rtt, self.rtt.latest_rtt)
+        lost = self._lost
+        numbers = self._lost_numbers
+        while order and (order[0][0] <= horizon or len(order) > LOST_MEMORY_MAX):
+            _, pn = order.popleft()
+            if lost.pop(pn, None) is not None:
+                del numbers[bisect_left(numbers, pn)]
+
+
+def _range_start(r: range) -> int:
+    return r.start

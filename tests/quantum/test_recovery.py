@@ -1,0 +1,292 @@
+"""Loss recovery on a scripted virtual clock: SACK, packet/time-threshold loss, RTO, late ACKs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from aetherflow_sdk._errors import LocalProtocolError, RemoteProtocolError
+from aetherflow_sdk.quantum._congestion import PacketInfo, RttView
+from aetherflow_sdk.quantum._recovery import LossRecovery, SentPacket
+from aetherflow_sdk.quantum._rtt import RttEstimator
+
+SIZE = 1200
+
+
+class RecordingCC:
+    """A congestion controller that records every hook call."""
+
+    name = "recording"
+    congestion_window = 10**9
+    pacing_rate = 1e9
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object, int | None, float]] = []
+
+    def on_packet_sent(self, packet: PacketInfo, bytes_in_flight: int, now: float) -> None:
+        self.calls.append(("sent", packet.packet_number, bytes_in_flight, now))
+
+    def on_packets_acked(
+        self, acked: Sequence[PacketInfo], rtt: RttView, bytes_in_flight: int, now: float
+    ) -> None:
+        self.calls.append(("acked", [p.packet_number for p in acked], bytes_in_flight, now))
+
+    def on_packets_lost(self, lost: Sequence[PacketInfo], bytes_in_flight: int, now: float) -> None:
+        self.calls.append(("lost", [p.packet_number for p in lost], bytes_in_flight, now))
+
+    def on_retransmission_timeout(self, now: float) -> None:
+        self.calls.append(("rto", None, None, now))
+
+    def on_app_limited(self, bytes_in_flight: int, now: float) -> None:
+        self.calls.append(("app_limited", None, bytes_in_flight, now))
+
+    def state_name(self) -> str:
+        return "recording"
+
+    def kinds(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def make() -> tuple[LossRecovery, RttEstimator, RecordingCC]:
+    rtt = RttEstimator(initial_rtt=0.1, min_rto=0.2, max_rto=60.0)
+    cc = RecordingCC()
+    return LossRecovery(rtt=rtt, congestion=cc), rtt, cc
+
+
+def send(rec: LossRecovery, pn: int, now: float, *, eliciting: bool = True) -> SentPacket:
+    p = SentPacket(
+        packet_number=pn, time_sent=now, size=SIZE, ack_eliciting=eliciting, in_flight=eliciting, payload=pn
+    )
+    rec.on_packet_sent(p, now)
+    return p
+
+
+def numbers(packets: list[SentPacket]) -> list[int]:
+    return [p.packet_number for p in packets]
+
+
+def test_ack_takes_rtt_sample_and_updates_in_flight() -> None:
+    rec, rtt, cc = make()
+    for pn in range(3):
+        send(rec, pn, 0.0)
+    assert rec.bytes_in_flight == 3 * SIZE
+    assert rec.has_unacked()
+    out = rec.on_ack_received([range(0, 3)], ack_delay=0.0, now=0.05)
+    assert numbers(out.newly_acked) == [0, 1, 2]
+    assert out.rtt_updated and out.lost == [] and out.late_acked == []
+    assert rtt.latest_rtt == pytest.approx(0.05)
+    assert rec.bytes_in_flight == 0
+    assert not rec.has_unacked()
+    assert rec.largest_acked == 2
+    assert cc.calls[-1] == ("acked", [0, 1, 2], 0, 0.05)
+    assert rec.loss_detection_timer() is None
+
+
+def test_no_rtt_sample_when_largest_already_acked_or_not_eliciting() -> None:
+    rec, rtt, _ = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.0)
+    assert rec.on_ack_received([range(1, 2)], 0.0, 0.05).rtt_updated
+    out = rec.on_ack_received([range(0, 2)], 0.0, 0.5)  # largest (1) was acked before
+    assert numbers(out.newly_acked) == [0]
+    assert not out.rtt_updated
+    assert rtt.latest_rtt == pytest.approx(0.05)
+    send(rec, 2, 1.0, eliciting=False)
+    out = rec.on_ack_received([range(2, 3)], 0.0, 1.07)
+    assert numbers(out.newly_acked) == [2] and not out.rtt_updated
+
+
+def test_packet_threshold_loss() -> None:
+    rec, _, cc = make()
+    for pn in range(6):
+        send(rec, pn, 0.0)
+    # 0 is missing; 1..3 acked: largest_acked 3 >= 0 + 3 -> 0 is lost.
+    out = rec.on_ack_received([range(1, 4)], 0.0, 0.01)
+    assert numbers(out.newly_acked) == [1, 2, 3]
+    assert numbers(out.lost) == [0]
+    assert out.lost[0].declared_lost and out.lost[0].payload == 0
+    assert rec.packets_lost == 1
+    assert rec.bytes_in_flight == 2 * SIZE
+    # RFC 9002 order: losses reported before acks.
+    assert cc.kinds()[-2:] == ["lost", "acked"]
+    assert cc.calls[-2][1] == [0]
+
+
+def test_time_threshold_loss_via_timer() -> None:
+    rec, rtt, _ = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.010)
+    out = rec.on_ack_received([range(1, 2)], 0.0, 0.110)  # latest_rtt = smoothed = 0.100
+    assert out.lost == []
+    loss_delay = 9 / 8 * 0.100
+    timer = rec.loss_detection_timer()
+    assert timer == pytest.approx(0.0 + loss_delay)
+    early = rec.on_loss_detection_timeout(timer - 0.001)
+    assert early.lost == [] and not early.rto_fired
+    fired = rec.on_loss_detection_timeout(timer)
+    assert numbers(fired.lost) == [0] and not fired.rto_fired
+    assert rec.loss_detection_timer() is None
+    assert rec.bytes_in_flight == 0
+
+
+def test_time_threshold_loss_on_a_later_ack() -> None:
+    rec, _, _ = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.0)
+    send(rec, 2, 0.5)
+    out = rec.on_ack_received([range(2, 3)], 0.0, 0.6)  # 0 and 1 sent 0.6 s ago >> 9/8 * 0.1
+    assert numbers(out.lost) == [0, 1]
+
+
+def test_rto_backoff_and_go_back_n() -> None:
+    rec, rtt, cc = make()
+    for pn in range(4):
+        send(rec, pn, 0.0)
+    rto = rtt.rto
+    assert rec.loss_detection_timer() == pytest.approx(rto)
+    out = rec.on_loss_detection_timeout(rto)
+    assert out.rto_fired
+    assert numbers(out.lost) == [0, 1, 2, 3]  # everything outstanding: go-back-N
+    assert rec.rto_count == 1 and rtt.backoff == 1
+    assert rec.bytes_in_flight == 0 and not rec.has_unacked()
+    assert cc.kinds()[-2:] == ["rto", "lost"]
+    assert rec.loss_detection_timer() is None
+    # Retransmit in a new packet; the backed-off RTO is armed from its send time.
+    send(rec, 4, rto)
+    assert rec.loss_detection_timer() == pytest.approx(rto + 2 * rto)
+    out = rec.on_loss_detection_timeout(rto + 2 * rto)
+    assert out.rto_fired and numbers(out.lost) == [4]
+    assert rtt.backoff == 2
+    # Karn: the backoff stays until a valid sample arrives.
+    t = 3 * rto
+    send(rec, 5, t)
+    assert rec.loss_detection_timer() == pytest.approx(t + 4 * rto)
+    out2 = rec.on_ack_received([range(5, 6)], 0.0, t + 0.1)
+    assert out2.rtt_updated and rtt.backoff == 0
+
+
+def test_late_ack_is_spurious_retransmission() -> None:
+    rec, _, _ = make()
+    for pn in range(5):
+        send(rec, pn, 0.0)
+    out = rec.on_ack_received([range(1, 5)], 0.0, 0.1)
+    assert numbers(out.lost) == [0]
+    in_flight = rec.bytes_in_flight
+    late = rec.on_ack_received([range(0, 5)], 0.0, 0.12)
+    assert numbers(late.late_acked) == [0]
+    assert late.newly_acked == []
+    assert rec.spurious_retransmissions == 1
+    assert rec.bytes_in_flight == in_flight  # it no longer counted in flight
+    again = rec.on_ack_received([range(0, 5)], 0.0, 0.13)
+    assert again.late_acked == [] and rec.spurious_retransmissions == 1
+
+
+def test_late_ack_after_rto_gives_rtt_sample_and_memory_expires() -> None:
+    rec, rtt, _ = make()
+    send(rec, 0, 0.0)
+    out = rec.on_loss_detection_timeout(rtt.rto)
+    assert out.rto_fired
+    late = rec.on_ack_received([range(0, 1)], 0.0, 0.35)
+    assert numbers(late.late_acked) == [0] and late.rtt_updated
+    assert rtt.latest_rtt == pytest.approx(0.35) and rtt.backoff == 0
+    # A packet lost long ago is forgotten: its ACK is then simply ignored.
+    send(rec, 1, 1.0)
+    send(rec, 2, 1.0)
+    send(rec, 3, 1.0)
+    send(rec, 4, 1.0)
+    assert numbers(rec.on_ack_received([range(2, 5)], 0.0, 1.05).lost) == [1]
+    send(rec, 5, 100.0)
+    rec.on_ack_received([range(5, 6)], 0.0, 100.1)
+    assert rec.on_ack_received([range(1, 2)], 0.0, 100.2).late_acked == []
+
+
+def test_ack_of_unsent_packet_is_a_protocol_violation() -> None:
+    rec, _, _ = make()
+    send(rec, 0, 0.0)
+    with pytest.raises(RemoteProtocolError):
+        rec.on_ack_received([range(0, 2)], 0.0, 0.1)
+
+
+def test_packet_numbers_must_increase() -> None:
+    rec, _, _ = make()
+    send(rec, 5, 0.0)
+    with pytest.raises(LocalProtocolError):
+        send(rec, 5, 0.0)
+
+
+def test_rto_timer_restarts_when_new_data_acked() -> None:
+    rec, rtt, _ = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.08)
+    assert rec.loss_detection_timer() == pytest.approx(0.08 + rtt.rto)
+
+
+def test_ack_only_packets_are_not_counted_as_lost() -> None:
+    rec, _, _ = make()
+    send(rec, 0, 0.0, eliciting=False)
+    for pn in range(1, 5):
+        send(rec, pn, 0.0)
+    out = rec.on_ack_received([range(1, 5)], 0.0, 0.1)
+    assert numbers(out.lost) == [0]
+    assert rec.packets_lost == 0
+
+
+def test_ack_cost_does_not_depend_on_history() -> None:
+    """ACK ranges that re-cover old packets are clipped, not walked (O(new + ranges))."""
+    rec, _, _ = make()
+    now = 0.0
+    for pn in range(20_000):
+        send(rec, pn, now)
+        rec.on_ack_received([range(0, pn + 1)], 0.0, now)
+        now += 0.0001
+    assert rec.outstanding() == 0 and rec.bytes_in_flight == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_random_sack_bookkeeping(seed: int) -> None:
+    """Seeded random loss/reordering of ACKs: every packet ends acked, late-acked or lost exactly once."""
+    rng = random.Random(seed)
+    rec, _, cc = make()
+    now = 0.0
+    received: set[int] = set()
+    fate: dict[int, str] = {}
+    pn = 0
+    for _ in range(300):
+        for _ in range(rng.randint(0, 4)):
+            send(rec, pn, now)
+            if rng.random() > 0.1:
+                received.add(pn)
+            pn += 1
+        now += rng.uniform(0.001, 0.05)
+        if received and rng.random() < 0.7:
+            ranges = sorted(received)
+            acked = []
+            start = prev = ranges[0]
+            for x in ranges[1:]:
+                if x != prev + 1:
+                    acked.append(range(start, prev + 1))
+                    start = x
+                prev = x
+            acked.append(range(start, prev + 1))
+            rng.shuffle(acked)
+            out = rec.on_ack_received(acked, 0.0, now)
+            for p in out.newly_acked:
+                assert fate.setdefault(p.packet_number, "acked") == "acked", f"seed={seed}"
+            for p in out.late_acked:
+                assert fate.get(p.packet_number) == "lost", f"seed={seed}"
+                fate[p.packet_number] = "late"
+            for p in out.lost:
+                assert p.packet_number not in fate, f"seed={seed}"
+                fate[p.packet_number] = "lost"
+        timer = rec.loss_detection_timer()
+        if timer is not None and timer <= now:
+            for p in rec.on_loss_detection_timeout(now).lost:
+                assert p.packet_number not in fate, f"seed={seed}"
+                fate[p.packet_number] = "lost"
+        outstanding_bytes = SIZE * sum(1 for x in range(pn) if x not in fate)
+        assert rec.bytes_in_flight == outstanding_bytes, f"seed={seed}"
+    sent = sum(1 for c in cc.calls if c[0] == "sent")
+    assert sent == pn
