@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,7 @@ def check_invariants(rs: RangeSet) -> None:
     ranges = list(rs)
     for r in ranges:
         assert r.start < r.stop
-    for a, b in zip(ranges, ranges[1:], strict=False):
+    for a, b in itertools.pairwise(ranges):
         assert a.stop < b.start, f"not merged/sorted: {ranges}"
 
 

@@ -115,13 +115,14 @@ def test_packet_threshold_loss() -> None:
 
 
 def test_time_threshold_loss_via_timer() -> None:
-    rec, rtt, _ = make()
+    rec, _, _ = make()
     send(rec, 0, 0.0)
     send(rec, 1, 0.010)
     out = rec.on_ack_received([range(1, 2)], 0.0, 0.110)  # latest_rtt = smoothed = 0.100
     assert out.lost == []
     loss_delay = 9 / 8 * 0.100
     timer = rec.loss_detection_timer()
+    assert timer is not None
     assert timer == pytest.approx(0.0 + loss_delay)
     early = rec.on_loss_detection_timeout(timer - 0.001)
     assert early.lost == [] and not early.rto_fired
