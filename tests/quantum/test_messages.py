@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from aetherflow_sdk._errors import MessageTooLarge, RemoteProtocolError
-from aetherflow_sdk.quantum._messages import Fragment, MessageReceiver, MessageSender
+from aetherflow_sdk.quantum._messages import MESSAGE_FLOW_COST, Fragment, MessageReceiver, MessageSender
 
 MIB = 1024 * 1024
 
@@ -135,28 +135,59 @@ def test_duplicates_after_delivery_are_dropped() -> None:
 
 def test_flow_control_blocks_and_unblocks() -> None:
     window = 10_000
+    charged = 3000 + MESSAGE_FLOW_COST
     sender, receiver = pair(max_message_size=window, window=window)
     for _ in range(5):
         sender.queue_message(os.urandom(3000), ordered=True)
     frags = drain(sender, 1000)
-    assert {f.sequence for f in frags} == {0, 1, 2}  # message 3 would end at 12000 > 10000
+    assert [f.flow_offset for f in frags[::3]] == [0, charged, 2 * charged]
+    # Message 3 would end at 3 * charged + 3000 > 10000: blocked.
+    assert {f.sequence for f in frags} == {0, 1, 2}
     assert sender.blocked_by_flow_control and not sender.has_data_to_send()
     for f in frags:
         receiver.on_fragment(f)
-    assert receiver.held_bytes == 9000
+    assert receiver.held_bytes == 3 * charged
     assert receiver.max_data == window
     assert not receiver.should_send_max_data()
     receiver.next_message()
-    assert receiver.max_data == 13_000 and receiver.should_send_max_data()
+    assert receiver.max_data == window + charged and receiver.should_send_max_data()
     sender.update_peer_max_data(receiver.max_data)
     receiver.on_max_data_sent()
     assert not receiver.should_send_max_data()
     sender.update_peer_max_data(5)  # stale: ignored
-    assert sender.peer_max_data == 13_000
+    assert sender.peer_max_data == window + charged
     assert sender.has_data_to_send()
     more = drain(sender, 1000)
     assert {f.sequence for f in more} == {3}
     assert sender.blocked_by_flow_control
+
+
+def test_a_message_of_exactly_the_window_is_deliverable() -> None:
+    window = 5000
+    sender, receiver = pair(max_message_size=window, window=window)
+    sender.queue_message(b"a", ordered=True)
+    sender.queue_message(b"b" * window, ordered=True)
+    first = drain(sender, 1400)
+    assert len(first) == 1 and sender.blocked_by_flow_control
+    receiver.on_fragment(first[0])
+    assert receiver.next_message() == b"a"
+    sender.update_peer_max_data(receiver.max_data)
+    for f in drain(sender, 1400):
+        receiver.on_fragment(f)
+    assert receiver.next_message() == b"b" * window
+
+
+def test_empty_messages_use_window_too() -> None:
+    window = 1000
+    sender, receiver = pair(max_message_size=window, window=window)
+    for _ in range(100):
+        sender.queue_message(b"", ordered=False)
+    frags = drain(sender)
+    assert len(frags) == window // MESSAGE_FLOW_COST + 1  # offsets 0, 64, ..., 960
+    assert sender.blocked_by_flow_control
+    for f in frags:
+        receiver.on_fragment(f)
+    assert take_all(receiver) == [b""] * len(frags)
 
 
 def test_message_too_large() -> None:
@@ -265,12 +296,14 @@ def test_overlapping_flow_offsets_cannot_exceed_the_window() -> None:
         receiver.on_fragment(frag(sequence=1, message_length=600, data=b"x"))  # lies: same flow range
 
 
-def test_too_many_empty_messages_held_is_a_violation() -> None:
+def test_a_peer_ignoring_the_window_with_empty_messages_is_a_violation() -> None:
     receiver = MessageReceiver(max_message_size=1000, receive_window=1000)
-    for seq in range(1, receiver.max_held_messages + 1):
-        receiver.on_fragment(frag(sequence=seq, message_length=0, data=b""))
-    with pytest.raises(RemoteProtocolError, match="incomplete messages"):
-        receiver.on_fragment(frag(sequence=receiver.max_held_messages + 1, message_length=0, data=b""))
+    for seq in range(1000 // MESSAGE_FLOW_COST + 1):
+        receiver.on_fragment(
+            frag(sequence=seq, flow_offset=seq * MESSAGE_FLOW_COST, message_length=0, data=b"")
+        )
+    with pytest.raises(RemoteProtocolError, match="max_data"):
+        receiver.on_fragment(frag(sequence=99, flow_offset=1024, message_length=0, data=b""))
 
 
 @pytest.mark.parametrize("seed", [101, 202, 303])
@@ -320,7 +353,7 @@ def test_lossy_reordering_duplicating_link_delivers_exactly_once(seed: int) -> N
             idx = int.from_bytes(m[:4], "big")
             assert to_send[idx][1] == m, f"seed={seed}"
             (got_ordered if to_send[idx][0] else got_unordered).append(m)
-        assert receiver.held_bytes <= window, f"seed={seed}"
+        assert receiver.held_bytes <= window + MESSAGE_FLOW_COST, f"seed={seed}"
         if receiver.should_send_max_data() and rng.random() < 0.5:
             sender.update_peer_max_data(receiver.max_data)
             receiver.on_max_data_sent()

@@ -6,33 +6,41 @@ fragments to ``MessageReceiver.on_fragment``.
 
 Numbering. Ordered and unordered messages are numbered separately from 0
 (``sequence``). Every message also has a connection-wide ``flow_offset``: the
-sum of the lengths of all earlier messages of both classes, in queue order, so
-message bytes occupy disjoint, consecutive positions of one "flow" line.
+sum, over all earlier messages of both classes in queue order, of
+``length + MESSAGE_FLOW_COST``. So messages occupy disjoint, consecutive
+intervals ``[flow_offset, flow_offset + length + MESSAGE_FLOW_COST)`` of one
+"flow" line. The fixed charge per message stands for the bookkeeping a held
+message costs the receiver beyond its bytes (objects, dict slots); without it a
+peer could make the receiver hold millions of tiny or empty messages inside a
+small window.
 
 Flow control (whole messages). The receiver advertises
-``max_data = consumed + receive_window``, where ``consumed`` is the bytes of
-messages the application has taken. The sender starts sending a message only
-when all of it fits: ``flow_offset + message_length <= peer max_data``; the
-receiver rejects a fragment of a message that does not fit, as a protocol
-violation. (Whole-message, rather than per-byte, credit lets the receiver
-allocate each reassembly buffer exactly once; the cost is that a message waits
-until the whole of it fits. A message can never fit when it is larger than
-the peer's window, so ``queue_message`` refuses it with MessageTooLarge.)
+``max_data = consumed + receive_window``, where ``consumed`` is the charged
+size (``length + MESSAGE_FLOW_COST``) of the messages the application has
+taken. The sender starts sending a message only when all of its bytes fit:
+``flow_offset + message_length <= peer max_data``; the receiver rejects a
+fragment of a message that does not fit, as a protocol violation.
+(Whole-message, rather than per-byte, credit lets the receiver allocate each
+reassembly buffer exactly once; the cost is that a message waits until the
+whole of it fits. A message larger than the peer's window could never fit, so
+``queue_message`` refuses it with MessageTooLarge. The charge is not needed to
+fit, so a message of exactly ``receive_window`` bytes is deliverable.)
 
-Memory bound (the proof). Every byte the receiver holds -- in a partial
-reassembly buffer or in a complete message not yet taken -- belongs to a
-message whose positions lie in ``[0, max_data)``, and positions of distinct
-messages are disjoint. The messages already consumed occupy exactly
-``consumed`` of those positions. So the held bytes are at most
-``max_data - consumed = receive_window``, whatever the order of completion:
-unordered delivery does not change the argument, since it only counts
-positions. A peer that lies about ``flow_offset`` (overlapping messages) could
-break the premise, so the receiver also counts what it holds and treats going
-past the window as a protocol violation; an honest peer can never trigger it.
-Delivered messages are remembered compactly (a counter for ordered ones, a
-RangeSet of sequences for unordered ones), so late duplicates are dropped in
-O(log ranges) and never re-delivered. Empty messages hold no bytes, so their
-count is bounded separately (``max_held_messages``).
+Memory bound (the proof). Every message the receiver holds -- a partial
+reassembly or a complete message not yet taken -- satisfied
+``flow_offset + length <= max_data`` when it arrived, and max_data never
+shrinks, so its charged interval lies inside ``[0, max_data + MESSAGE_FLOW_COST)``.
+Intervals of distinct messages are disjoint, and the messages already consumed
+cover exactly ``consumed`` of that line. So the charged size of everything held
+is at most ``max_data + MESSAGE_FLOW_COST - consumed = receive_window +
+MESSAGE_FLOW_COST``, whatever the order of completion: unordered delivery does
+not change the argument, since it only counts positions. A peer that lies
+about ``flow_offset`` (overlapping messages) could break the premise, so the
+receiver also counts what it holds and treats going past that bound as a
+protocol violation; an honest peer can never trigger it. Delivered messages
+are remembered compactly (a counter for ordered ones, a RangeSet of sequences
+for unordered ones), so late duplicates are dropped in O(log ranges) and never
+re-delivered.
 """
 
 from __future__ import annotations
@@ -45,7 +53,10 @@ from aetherflow_sdk._errors import LocalProtocolError, MessageTooLarge, RemotePr
 from aetherflow_sdk.quantum._ranges import RangeSet
 
 MAX_DATA_UPDATE_FRACTION = 4  # advertise a larger max_data once it grew by window/4 (cf. RFC 9000 §4.2)
-HELD_MESSAGES_PER_WINDOW_BYTE = 1 / 64  # bound on held message records: window/64 (and >= 1024)
+MESSAGE_FLOW_COST = 64
+"""Flow-control charge per message beyond its bytes: about what CPython spends to hold one
+small message (a bytes header of 33 bytes plus container slots), so the window bounds
+memory even for empty messages."""
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -57,8 +68,8 @@ class Fragment:
     sequence: int
     """Message number within its class, from 0, increasing by 1 per message."""
     flow_offset: int
-    """Connection-wide flow-control offset of the message's FIRST byte (sum of the lengths of all
-    earlier messages of both classes, in queue order)."""
+    """Connection-wide flow-control offset of the message's FIRST byte: the sum of
+    ``length + MESSAGE_FLOW_COST`` over all earlier messages of both classes, in queue order."""
     message_length: int
     """Total length of the message in bytes."""
     offset: int
@@ -159,7 +170,7 @@ class MessageSender:
         sequence = self._next_sequence[ordered]
         self._next_sequence[ordered] = sequence + 1
         msg = _Outgoing(data, ordered, sequence, self._flow_end)
-        self._flow_end += size
+        self._flow_end += size + MESSAGE_FLOW_COST
         self._new.append(msg)
         self._unacked[(ordered, sequence)] = msg
         self._buffered += size
@@ -290,7 +301,6 @@ class MessageReceiver:
             )
         self.max_message_size = max_message_size
         self.receive_window = receive_window
-        self.max_held_messages = max(1024, int(receive_window * HELD_MESSAGES_PER_WINDOW_BYTE))
         self._consumed = 0
         self._max_data_sent = receive_window  # the initial window is known to the peer
         self._held_bytes = 0
@@ -311,7 +321,9 @@ class MessageReceiver:
 
     @property
     def held_bytes(self) -> int:
-        """Message bytes held: partial reassemblies plus complete messages not yet taken."""
+        """Charged size (length + MESSAGE_FLOW_COST) of partial and complete messages not yet taken.
+
+        Never more than ``receive_window + MESSAGE_FLOW_COST`` (see the module docstring)."""
         return self._held_bytes
 
     def should_send_max_data(self) -> bool:
@@ -357,20 +369,17 @@ class MessageReceiver:
         key = (ordered, sequence)
         partial = self._partial.get(key)
         if partial is None:
-            if len(self._partial) + len(self._ready_ordered) + len(self._ready_unordered) >= (
-                self.max_held_messages
-            ):
-                raise self._violation(fragment, f"more than {self.max_held_messages} incomplete messages")
             if self._held_bytes + length > self.receive_window:
-                raise self._violation(fragment, f"more than the receive window of {self.receive_window} held")
+                raise self._violation(
+                    fragment, f"overlapping messages: more than the receive window {self.receive_window} held"
+                )
+            self._held_bytes += length + MESSAGE_FLOW_COST
             if n == length:
                 # Fast path: the whole message in one fragment, no copy.
-                self._held_bytes += length
                 self._complete(ordered, sequence, data)
                 return
             partial = _Reassembly(fragment.flow_offset, length)
             self._partial[key] = partial
-            self._held_bytes += length
         elif partial.length != length or partial.flow_offset != fragment.flow_offset:
             raise self._violation(
                 fragment,
@@ -411,8 +420,8 @@ class MessageReceiver:
                 return None
             message = message_or_none
             self._next_ordered += 1
-        n = len(message)
-        self._held_bytes -= n
-        self._consumed += n
+        charged = len(message) + MESSAGE_FLOW_COST
+        self._held_bytes -= charged
+        self._consumed += charged
         self.messages_delivered += 1
         return message
