@@ -1,0 +1,654 @@
+"""``Replica``: one text document held locally, wrapping a pycrdt ``Doc``.
+
+The CRDT is pycrdt's (Yjs/yrs); this module adds what an app needs on top:
+
+* indices in Python code points (pycrdt counts UTF-8 bytes, see ``_index``);
+* local edits grouped into transactions (``batch()``), so a burst of typing is
+  one Yjs update, one log row and one undo step;
+* undo/redo of *local* edits only (remote transactions carry an origin the undo
+  manager does not track);
+* change events with code-point deltas, marked local or remote;
+* update listeners, which the sync protocol and the store hang off;
+* durability through an optional :class:`SqliteStore` (``flush()``).
+
+Bookkeeping for speed: while the text is known to be ASCII, byte offsets are
+code-point offsets and the Python copy of the text is built only on demand.
+Once it holds non-ASCII text, ``_text`` is kept current on every change
+(invariant: ``_ascii or _text is not None``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pycrdt import Assoc, Doc, StickyIndex, Text, UndoManager
+
+from aetherflow_sdk._errors import ReplicaError, StorageError
+from aetherflow_sdk.replica._index import (
+    apply_ops,
+    byte_offset,
+    code_point_offset,
+    delta_to_code_points,
+)
+from aetherflow_sdk.replica._store import SqliteStore
+from aetherflow_sdk.replica._wire import parse_state_vector_untrusted
+
+TEXT_ROOT = "text"
+"""Name of the shared ``Y.Text`` in the Yjs document (JS peers: ``ydoc.getText("text")``)."""
+
+# Transaction origins. Only _LOCAL_ORIGIN is tracked by the undo manager, so
+# remote and seeding transactions never enter the local undo history.
+_LOCAL_ORIGIN = "aetherflow.replica.local"
+_REMOTE_ORIGIN = "aetherflow.replica.remote"
+_SEED_ORIGIN = "aetherflow.replica.seed"
+
+UpdateListener = Callable[[bytes, object, bool], None]
+"""Called with ``(update, origin, local)`` after every transaction that changed the document."""
+
+
+@attrs.frozen(kw_only=True)
+class Retain:
+    """Keep ``count`` code points unchanged."""
+
+    count: int
+    """Number of code points skipped."""
+
+
+@attrs.frozen(kw_only=True)
+class Insert:
+    """Insert ``text`` at the current position."""
+
+    text: str
+    """The inserted text."""
+
+
+@attrs.frozen(kw_only=True)
+class Delete:
+    """Delete ``count`` code points at the current position."""
+
+    count: int
+    """Number of code points removed."""
+
+
+DeltaOp = Retain | Insert | Delete
+
+
+@attrs.frozen(kw_only=True)
+class TextChange:
+    """One transaction's effect on the text, as a Quill-style delta in code points."""
+
+    delta: tuple[DeltaOp, ...]
+    """Retain/Insert/Delete ops applied left to right to the text before the change."""
+    local: bool
+    """True for this replica's own edits (including undo/redo); False for remote updates."""
+    origin: object
+    """For remote changes, the ``origin`` given to ``apply_update`` (the sync layer passes the peer)."""
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaStatistics:
+    """Counters of one replica (read by metrics and status bars)."""
+
+    doc_id: str
+    """The document's ID."""
+    client_id: int
+    """This replica's Yjs client ID (new on every open)."""
+    length: int
+    """Length of the text in code points."""
+    local_transactions: int
+    """Local transactions committed (a batch counts once)."""
+    remote_updates_applied: int
+    """Remote updates that changed the document."""
+    unflushed_updates: int
+    """Updates not yet durable (written at the next ``flush()``)."""
+    corrupt_rows_skipped: int
+    """Stored rows skipped as corrupt when the replica was opened with ``salvage=True``."""
+
+
+class ChangeStream:
+    """Async iterator of :class:`TextChange`; ends when the replica closes.
+
+    Events are buffered without bound from the moment ``changes()`` is called, so
+    consume them or ``aclose()`` the stream.
+    """
+
+    def __init__(
+        self, receive: MemoryObjectReceiveStream[TextChange], unsubscribe: Callable[[], None]
+    ) -> None:
+        self._receive = receive
+        self._unsubscribe = unsubscribe
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    async def __anext__(self) -> TextChange:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def receive_nowait(self) -> TextChange:
+        """The next buffered change; raises ``anyio.WouldBlock`` if there is none."""
+        return self._receive.receive_nowait()
+
+    async def aclose(self) -> None:
+        self._unsubscribe()
+        await self._receive.aclose()
+
+    async def __aenter__(self) -> ChangeStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Replica:
+    """A local replica of one text document. Edits are immediate; sync and storage hang off it.
+
+    ``Replica(doc_id)`` lives in memory; ``Replica.open(path, doc_id)`` is durable.
+    Not thread-safe: use it from one thread (one event loop).
+    """
+
+    def __init__(
+        self,
+        doc_id: str,
+        store: SqliteStore | None = None,
+        *,
+        client_id: int | None = None,
+        salvage: bool = False,
+        undo_capture_ms: int = 0,
+    ) -> None:
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ReplicaError(f"doc_id must be a non-empty str, got {doc_id!r}")
+        self._doc_id = doc_id
+        self._store = store
+        self._owns_store = False
+        self._closed = False
+        self._undo_capture_ms = undo_capture_ms
+        self._subscribers: list[MemoryObjectSendStream[TextChange]] = []
+        self._listeners: list[UpdateListener] = []
+        self._pending: list[bytes] = []
+        self._flush_lock: anyio.Lock | None = None
+        self._seed_client: int | None = None
+        self._seed_clock = 0
+        self._local_transactions = 0
+        self._remote_applied = 0
+        self._skipped = 0
+        self._salvage = salvage
+        # Transaction bookkeeping: which kind of transaction is running (None means
+        # one we did not start: undo/redo), and the text before a local one.
+        self._txn_kind: Literal["local", "remote", "seed"] | None = None
+        self._txn_old_text: str | None = None
+        self._remote_origin: object = None
+        self._batch_depth = 0
+        self._changed = False
+        history: list[tuple[str, bytes]] = []
+        if store is not None:
+            loaded = store.load(doc_id, salvage=salvage)
+            history = loaded.updates
+            self._seed_client = loaded.seed_client_id
+            self._seed_clock = loaded.seed_clock
+            self._skipped = loaded.skipped
+        self._install(history, client_id)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        doc_id: str,
+        *,
+        compress: bool = True,
+        salvage: bool = False,
+        undo_capture_ms: int = 0,
+    ) -> Replica:
+        """Open (or create) the durable replica of ``doc_id`` in the SQLite file ``path``.
+
+        ``salvage=True`` skips corrupt rows (counted in ``statistics()``) instead
+        of raising :class:`StorageError`.
+        """
+        store = SqliteStore(path, compress=compress)
+        try:
+            replica = cls(doc_id, store, salvage=salvage, undo_capture_ms=undo_capture_ms)
+        except BaseException:
+            store.close()
+            raise
+        replica._owns_store = True
+        return replica
+
+    # -- setup --------------------------------------------------------------------------
+
+    def _install(self, history: list[tuple[str, bytes]], client_id: int | None) -> None:
+        doc: Doc[Any] = Doc(client_id=client_id) if client_id is not None else Doc()
+        ytext = doc.get(TEXT_ROOT, type=Text)
+        for label, update in history:
+            try:
+                doc.apply_update(update)
+            except ValueError as exc:
+                if self._salvage:
+                    self._skipped += 1
+                    continue
+                path = self._store.path if self._store is not None else "<memory>"
+                raise StorageError(
+                    f"{path}: {label} of document {self._doc_id!r} is not a valid Yjs update ({exc}); "
+                    "open with salvage=True to load the rest"
+                ) from exc
+        self._doc = doc
+        self._ytext = ytext
+        text = str(ytext)
+        self._ascii = text.isascii()
+        self._text: str | None = text
+        self._len = len(text)
+        self._undo = UndoManager(scopes=[ytext], capture_timeout_millis=self._undo_capture_ms)
+        self._undo.include_origin(_LOCAL_ORIGIN)
+        self._doc_subscription = doc.observe(self._on_transaction)
+        self._text_subscription = ytext.observe(self._on_text_event)
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def doc_id(self) -> str:
+        return self._doc_id
+
+    @property
+    def client_id(self) -> int:
+        """This replica's Yjs client ID."""
+        return int(self._doc.client_id)
+
+    @property
+    def text(self) -> str:
+        """The current text."""
+        if self._text is None:
+            self._text = str(self._ytext)
+        return self._text
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def seeded_by(self) -> int | None:
+        """The client ID that seeded this document from outside the CRDT (``seed()``), if any."""
+        return self._seed_client
+
+    def holds_only_seed(self) -> bool:
+        """True if the document holds its seed and nothing else (no edit, local or remote, since)."""
+        if self._seed_client is None:
+            return False
+        held = parse_state_vector_untrusted(self.state_vector())
+        if held != {self._seed_client: self._seed_clock}:
+            return False
+        # Deletions leave the state vector alone, so also require an empty delete set:
+        # a v1 update ends with the delete set, whose last byte is 0 only when it is
+        # empty (otherwise it ends with a range length, a varuint >= 1).
+        return self.encode_update().endswith(b"\x00")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def state_vector(self) -> bytes:
+        """The encoded Yjs state vector (what this replica holds, per client)."""
+        self._check_open()
+        return bytes(self._doc.get_state())
+
+    def encode_update(self, since: bytes | None = None) -> bytes:
+        """A Yjs v1 update with everything not covered by the state vector ``since`` (all if None)."""
+        self._check_open()
+        try:
+            return bytes(self._doc.get_update(since))
+        except ValueError as exc:
+            raise ReplicaError(f"since= is not a valid state vector: {exc}") from exc
+
+    def statistics(self) -> ReplicaStatistics:
+        return ReplicaStatistics(
+            doc_id=self._doc_id,
+            client_id=self.client_id,
+            length=self._len,
+            local_transactions=self._local_transactions,
+            remote_updates_applied=self._remote_applied,
+            unflushed_updates=len(self._pending),
+            corrupt_rows_skipped=self._skipped,
+        )
+
+    # -- local edits --------------------------------------------------------------------
+
+    def insert(self, index: int, text: str) -> None:
+        """Insert ``text`` before code point ``index``."""
+        self._edit(index, 0, text)
+
+    def delete(self, index: int, length: int) -> None:
+        """Delete ``length`` code points starting at ``index``."""
+        self._edit(index, length, "")
+
+    def replace(self, index: int, length: int, text: str) -> None:
+        """Replace ``length`` code points at ``index`` by ``text`` (one transaction)."""
+        self._edit(index, length, text)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the edits made inside into one transaction: one update, one undo step."""
+        self._check_open()
+        if self._batch_depth:
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+            return
+        self._begin_local()
+        try:
+            with self._doc.transaction(origin=_LOCAL_ORIGIN):
+                yield
+        finally:
+            self._end_local()
+
+    def _begin_local(self) -> None:
+        self._txn_old_text = None if self._ascii else self._text
+        self._txn_kind = "local"
+        self._batch_depth = 1
+
+    def _end_local(self) -> None:
+        self._batch_depth = 0
+        self._txn_kind = None
+        self._txn_old_text = None
+
+    def _edit(self, index: int, length: int, text: str) -> None:
+        self._check_open()
+        index = operator.index(index)
+        length = operator.index(length)
+        if not isinstance(text, str):
+            raise ReplicaError(f"text must be a str, got {type(text).__name__}")
+        if index < 0 or length < 0 or index + length > self._len:
+            raise ReplicaError(
+                f"range [{index}, {index + length}) is outside the text (length {self._len} code points)"
+            )
+        if not length and not text:
+            return
+        if self._batch_depth:
+            self._edit_in_transaction(index, length, text)
+            return
+        self._begin_local()
+        try:
+            with self._doc.transaction(origin=_LOCAL_ORIGIN):
+                self._edit_in_transaction(index, length, text)
+        finally:
+            self._end_local()
+
+    def _edit_in_transaction(self, index: int, length: int, text: str) -> None:
+        ytext = self._ytext
+        if self._ascii and text.isascii():
+            if length:
+                del ytext[index : index + length]
+            if text:
+                ytext.insert(index, text)
+            self._text = None
+            self._len += len(text) - length
+            return
+        current = self._text if self._text is not None else str(ytext)
+        start = byte_offset(current, index)
+        if length:
+            end = start + len(current[index : index + length].encode("utf-8"))
+            del ytext[start:end]
+        if text:
+            ytext.insert(start, text)
+        self._text = current[:index] + text + current[index + length :]
+        self._ascii = self._text.isascii()
+        self._len = len(self._text)
+
+    def seed(self, text: str) -> None:
+        """Fill an empty, never-synced replica with ``text`` from outside the CRDT (a file on disk).
+
+        Remembered (and stored), so that a peer whose history never contained this
+        seed is recognised on connect instead of merged twice (jupyter-collaboration#621).
+        Not undoable.
+        """
+        self._check_open()
+        if self._len or self._doc.get_state() != b"\x00":
+            raise ReplicaError("seed() needs a replica that has never held content")
+        self._txn_kind = "seed"
+        try:
+            with self._doc.transaction(origin=_SEED_ORIGIN):
+                self._ytext.insert(0, text)
+        finally:
+            self._txn_kind = None
+        self._seed_client = self.client_id
+        self._seed_clock = parse_state_vector_untrusted(self.state_vector()).get(self.client_id, 0)
+        if self._store is not None:
+            self._store.set_seed_client(self._doc_id, self._seed_client, self._seed_clock)
+
+    def undo(self) -> bool:
+        """Undo the last local transaction not yet undone; remote edits are never undone."""
+        self._check_open()
+        self._check_not_in_batch("undo()")
+        return bool(self._undo.undo())
+
+    def redo(self) -> bool:
+        """Redo the last undone local transaction."""
+        self._check_open()
+        self._check_not_in_batch("redo()")
+        return bool(self._undo.redo())
+
+    def can_undo(self) -> bool:
+        return bool(self._undo.can_undo())
+
+    def can_redo(self) -> bool:
+        return bool(self._undo.can_redo())
+
+    # -- remote updates -----------------------------------------------------------------
+
+    def apply_update(self, update: bytes, origin: object = None) -> bool:
+        """Apply a Yjs v1 update from elsewhere. Returns True if it changed the document.
+
+        ``origin`` is passed to update listeners and change events (the sync layer
+        uses the peer, so it never echoes an update back to where it came from).
+        """
+        self._check_open()
+        self._check_not_in_batch("apply_update()")
+        self._txn_kind = "remote"
+        self._remote_origin = origin
+        self._changed = False
+        try:
+            with self._doc.transaction(origin=_REMOTE_ORIGIN):
+                self._doc.apply_update(bytes(update))
+        except ValueError as exc:
+            raise ReplicaError(f"not a valid Yjs update: {exc}") from exc
+        finally:
+            self._txn_kind = None
+            self._remote_origin = None
+        if self._changed:
+            self._remote_applied += 1
+        return self._changed
+
+    # -- positions that follow the text -------------------------------------------------
+
+    def sticky_index(self, index: int, *, before: bool = False) -> dict[str, Any]:
+        """A relative position (pycrdt ``StickyIndex``, Yjs RelativePosition JSON) for ``index``.
+
+        It stays attached to the character after ``index`` (or before it, with
+        ``before=True``) however the text changes around it.
+        """
+        self._check_open()
+        if not 0 <= index <= self._len:
+            raise ReplicaError(f"index {index} is outside the text (length {self._len})")
+        offset = index if self._ascii else byte_offset(self.text, index)
+        assoc = Assoc.BEFORE if before else Assoc.AFTER
+        result: dict[str, Any] = StickyIndex.new(self._ytext, offset, assoc).to_json()
+        return result
+
+    def resolve_sticky_index(self, position: object) -> int | None:
+        """The current code-point index of a relative position, or None if it cannot be resolved."""
+        self._check_open()
+        if not isinstance(position, dict):
+            return None
+        try:
+            offset = int(StickyIndex.from_json(position, self._ytext).get_index())
+        except Exception:
+            # Positions come from peers (untrusted JSON); any failure means "unknown".
+            return None
+        offset = max(0, offset)
+        return min(self._len, code_point_offset(self.text, offset))
+
+    # -- listeners and events -----------------------------------------------------------
+
+    def subscribe_updates(self, listener: UpdateListener) -> Callable[[], None]:
+        """Call ``listener(update, origin, local)`` after each transaction; returns an unsubscriber."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def changes(self) -> ChangeStream:
+        """An async iterator of :class:`TextChange`, from now until the replica closes."""
+        self._check_open()
+        send, receive = anyio.create_memory_object_stream[TextChange](math.inf)
+        self._subscribers.append(send)
+
+        def unsubscribe() -> None:
+            if send in self._subscribers:
+                self._subscribers.remove(send)
+            send.close()
+
+        return ChangeStream(receive, unsubscribe)
+
+    def _on_transaction(self, event: Any) -> None:
+        update = bytes(event.update)
+        self._changed = True
+        kind = self._txn_kind
+        if kind == "local":
+            self._local_transactions += 1
+        if self._store is not None:
+            self._pending.append(update)
+        local = kind != "remote"
+        origin = self._remote_origin if kind == "remote" else None
+        for listener in list(self._listeners):
+            listener(update, origin, local)
+
+    def _on_text_event(self, event: Any) -> None:
+        kind = self._txn_kind
+        old = self._txn_old_text if kind == "local" else None if self._ascii else self._text
+        ops = delta_to_code_points(old, event.delta)
+        if kind != "local":
+            inserted_ascii = True
+            for op, value in ops:
+                if op == "insert":
+                    self._len += len(value)
+                    inserted_ascii = inserted_ascii and value.isascii()
+                elif op == "delete":
+                    self._len -= value
+            if self._ascii and inserted_ascii:
+                self._text = None
+            else:
+                self._text = str(event.target) if old is None else apply_ops(old, ops)
+                self._ascii = self._text.isascii()
+                self._len = len(self._text)
+        if self._subscribers:
+            delta = tuple(
+                Retain(count=v) if op == "retain" else Delete(count=v) if op == "delete" else Insert(text=v)
+                for op, v in ops
+            )
+            change = TextChange(delta=delta, local=kind != "remote", origin=self._remote_origin)
+            for send in list(self._subscribers):
+                try:
+                    send.send_nowait(change)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._subscribers.remove(send)
+
+    # -- adopting a peer's history (see the sync protocol's foreign-history guard) ------
+
+    def reset(self) -> None:
+        """Drop everything this replica holds (memory and store) and start empty.
+
+        The sync protocol calls it to adopt a peer's history instead of merging a
+        parallel copy of a seeded document. Emits a remote change deleting the text.
+        """
+        self._check_open()
+        self._check_not_in_batch("reset()")
+        old_length = self._len
+        self._doc.unobserve(self._doc_subscription)
+        self._ytext.unobserve(self._text_subscription)
+        self._pending.clear()
+        self._seed_client = None
+        self._seed_clock = 0
+        if self._store is not None:
+            self._store.clear(self._doc_id)
+        self._install([], None)
+        if old_length and self._subscribers:
+            change = TextChange(delta=(Delete(count=old_length),), local=False, origin=None)
+            for send in list(self._subscribers):
+                send.send_nowait(change)
+
+    # -- durability ---------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Make every edit made so far durable. **The durability promise**: once this returns,
+        the edits survive a crash of the process or the machine (SQLite WAL, synchronous=FULL).
+
+        Pending updates are group-committed in one SQLite transaction, off the event
+        loop thread. Compaction happens here when the log has grown. No-op in memory.
+        """
+        self._check_open()
+        store = self._store
+        if store is None:
+            return
+        if self._flush_lock is None:
+            self._flush_lock = anyio.Lock()
+        async with self._flush_lock:
+            pending, self._pending = self._pending, []
+            if not pending:
+                return
+            snapshot = None
+            if store.wants_compaction(self._doc_id, sum(len(u) for u in pending)):
+                # Taken together with `pending`, so it covers every row being written.
+                snapshot = bytes(self._doc.get_update())
+            try:
+                await anyio.to_thread.run_sync(store.commit, self._doc_id, pending, snapshot)
+            except BaseException:
+                self._pending[:0] = pending
+                raise
+
+    def close(self) -> None:
+        """Write what is pending (blocking), close the store if ``open()`` made it, end change streams."""
+        if self._closed:
+            return
+        try:
+            if self._store is not None and self._pending:
+                pending, self._pending = self._pending, []
+                self._store.commit(self._doc_id, pending, None)
+        finally:
+            self._closed = True
+            if self._store is not None and self._owns_store:
+                self._store.close()
+            for send in self._subscribers:
+                send.close()
+            self._subscribers.clear()
+            self._listeners.clear()
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ReplicaError(f"replica {self._doc_id!r} is closed")
+
+    def _check_not_in_batch(self, what: str) -> None:
+        if self._batch_depth:
+            raise ReplicaError(f"{what} is not allowed inside batch(); call it after the batch")
+
+    def __repr__(self) -> str:
+        return f"<Replica {self._doc_id!r} client={self.client_id} length={self._len}>"
