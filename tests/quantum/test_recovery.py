@@ -203,6 +203,30 @@ def test_late_ack_after_rto_gives_rtt_sample_and_memory_expires() -> None:
     assert rec.on_ack_received([range(1, 2)], 0.0, 100.2).late_acked == []
 
 
+def test_lost_memory_is_bounded_in_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aetherflow_sdk.quantum import _recovery
+
+    monkeypatch.setattr(_recovery, "LOST_MEMORY_MAX", 5)
+    rec, _, _ = make()
+    for pn in range(23):
+        send(rec, pn, 0.0)
+    # Ack 20..22 only: 0..19 are lost by the packet threshold; only the newest 5 are remembered.
+    out = rec.on_ack_received([range(20, 23)], 0.0, 0.01)
+    assert numbers(out.lost) == list(range(20))
+    late = rec.on_ack_received([range(0, 23)], 0.0, 0.02)
+    assert numbers(late.late_acked) == list(range(15, 20))
+
+
+def test_late_ack_within_an_rto_is_recognised_even_with_a_tiny_rtt() -> None:
+    rec, rtt, _ = make()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.001)  # srtt 1 ms; rto floors at 200 ms
+    send(rec, 1, 0.01)
+    assert rec.on_loss_detection_timeout(0.01 + rtt.rto).rto_fired
+    late = rec.on_ack_received([range(1, 2)], 0.0, 0.01 + rtt.rto + 0.15)
+    assert numbers(late.late_acked) == [1]
+
+
 def test_ack_of_unsent_packet_is_a_protocol_violation() -> None:
     rec, _, _ = make()
     send(rec, 0, 0.0)

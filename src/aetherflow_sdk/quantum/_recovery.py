@@ -42,7 +42,7 @@ from aetherflow_sdk.quantum._rtt import RttEstimator
 
 PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1 (kPacketThreshold), as TCP's 3 duplicate ACKs (RFC 5681 §3.2)
 TIME_THRESHOLD = 9 / 8  # RFC 9002 §6.1.2 (kTimeThreshold)
-LOST_MEMORY_RTTS = 3  # remember declared-lost packets this many RTTs to spot late ACKs (RFC 9002 §6.1 note)
+LOST_MEMORY_RTTS = 3  # remember declared-lost packets this many RTTs (at least one RTO) to spot late ACKs
 LOST_MEMORY_MAX = 10_000  # ...and at most this many, whatever the RTT
 
 
@@ -344,7 +344,9 @@ class LossRecovery:
         order = self._lost_order
         if not order:
             return
-        horizon = now - LOST_MEMORY_RTTS * max(self.rtt.smoothed_rtt, self.rtt.latest_rtt)
+        rtt = self.rtt
+        # At least one RTO: after a timeout the ACKs that were merely slow arrive within it.
+        horizon = now - max(LOST_MEMORY_RTTS * max(rtt.smoothed_rtt, rtt.latest_rtt), rtt.rto)
         lost = self._lost
         numbers = self._lost_numbers
         while order and (order[0][0] <= horizon or len(order) > LOST_MEMORY_MAX):
