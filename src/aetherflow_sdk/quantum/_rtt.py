@@ -32,6 +32,7 @@ class RttEstimator:
         "_max_rto",
         "_min_rto",
         "_min_rtt",
+        "_rto",
         "_rttvar",
         "_smoothed_rtt",
     )
@@ -56,6 +57,7 @@ class RttEstimator:
         self._min_rtt = initial_rtt
         self._has_sample = False
         self._backoff = 0
+        self._rto = self._compute_rto()  # cached: the connection reads it on every timer query
 
     @property
     def latest_rtt(self) -> float:
@@ -105,6 +107,7 @@ class RttEstimator:
             # RFC 6298 §2.2: first measurement R -> SRTT = R, RTTVAR = R/2.
             self._smoothed_rtt = rtt
             self._rttvar = rtt / 2
+            self._rto = self._compute_rto()
             return
         if rtt < self._min_rtt:
             self._min_rtt = rtt
@@ -114,18 +117,23 @@ class RttEstimator:
         # RFC 6298 §2.3: RTTVAR first (it uses the old SRTT), then SRTT.
         self._rttvar = (1 - BETA) * self._rttvar + BETA * abs(self._smoothed_rtt - adjusted)
         self._smoothed_rtt = (1 - ALPHA) * self._smoothed_rtt + ALPHA * adjusted
+        self._rto = self._compute_rto()
 
     def _base_rto(self) -> float:
         # RFC 6298 §2.2-§2.5: SRTT + max(G, K*RTTVAR), floored and capped.
         rto = self._smoothed_rtt + max(self._granularity, K * self._rttvar)
         return min(max(rto, self._min_rto), self._max_rto)
 
+    def _compute_rto(self) -> float:
+        return min(self._base_rto() * (1 << self._backoff), self._max_rto)
+
     @property
     def rto(self) -> float:
         """The retransmission timeout, backed off by ``2**backoff`` (RFC 6298 §5.5), <= max_rto."""
-        return min(self._base_rto() * (1 << self._backoff), self._max_rto)
+        return self._rto
 
     def on_timeout(self) -> None:
         """The RTO expired: double the timer (RFC 6298 §5.5), stopping once it reaches max_rto."""
         if self._backoff < MAX_BACKOFF and self._base_rto() * (1 << self._backoff) < self._max_rto:
             self._backoff += 1
+            self._rto = self._compute_rto()
