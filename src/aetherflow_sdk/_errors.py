@@ -90,3 +90,7 @@ class ReplicaError(AetherFlowError):
 
 class StorageError(ReplicaError):
     """A replica's SQLite store is unreadable or corrupt; the message names the file and the row."""
+
+
+class ClosedByProtocolViolation(ConnectionClosed, RemoteProtocolError):
+    """The connection was closed because the peer broke the protocol."""

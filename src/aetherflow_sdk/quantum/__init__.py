@@ -1,0 +1,47 @@
+"""Quantum: AetherFlow's reliable, encrypted transport over UDP.
+
+::
+
+    from aetherflow_sdk import quantum
+
+    async with quantum.open_endpoint(("127.0.0.1", 0)) as ep:
+        conn = await ep.connect(("127.0.0.1", port))
+        await conn.send(b"hello", ordered=True)
+        reply = await conn.receive()
+
+The protocol core (:class:`QuantumConnection`, :class:`EndpointCore`) is
+sans-I/O; :func:`open_endpoint` is the thin async shell around it. The wire
+format is in docs/protocol.md.
+"""
+
+# Congestion controllers register themselves on import (see _congestion.py).
+from aetherflow_sdk.quantum import _newreno  # noqa: F401  (registers "newreno")
+from aetherflow_sdk.quantum._config import QuantumConfig
+from aetherflow_sdk.quantum._connection import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    PathMigrated,
+    QuantumConnection,
+)
+from aetherflow_sdk.quantum._endpoint import Connection, Endpoint, open_endpoint
+from aetherflow_sdk.quantum._endpoint_core import EndpointCore
+from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
+
+try:  # BBR lands with its own module; register it when present.
+    from aetherflow_sdk.quantum import _bbr  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = [
+    "Connection",
+    "Endpoint",
+    "ConnectionStatistics",
+    "ConnectionTerminated",
+    "EndpointCore",
+    "EndpointStatistics",
+    "HandshakeCompleted",
+    "PathMigrated",
+    "QuantumConfig",
+    "QuantumConnection",
+    "open_endpoint",
+]

@@ -1,0 +1,932 @@
+"""The sans-I/O Quantum connection.
+
+Feed it datagrams with :meth:`QuantumConnection.receive_datagram` and timer
+expiries with :meth:`handle_timer`; take what it wants sent from
+:meth:`datagrams_to_send` and when it next wants the clock from
+:meth:`get_timer`. It never reads a clock and never touches a socket, so every
+retransmission, timer and congestion decision can be replayed on a virtual
+clock (the model is aioquic's ``QuicConnection``).
+
+Inside, it plugs together:
+
+* the handshake (``_handshake``), then per-direction AEAD (``_crypto``);
+* the message layer (``_messages``): fragmentation, ordered/unordered
+  delivery, flow control;
+* loss recovery (``_recovery``) with the RFC 6298 estimator (``_rtt``),
+  a congestion controller (``_congestion``) and a pacer (``_pacer``);
+* path validation for NAT rebinding: packets are matched by connection ID,
+  not by address, and a new address is validated before much is sent to it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+
+from aetherflow_sdk._errors import (
+    BadPacket,
+    ClosedByPeer,
+    ClosedLocally,
+    ConnectionClosed,
+    ConnectionTimeout,
+    HandshakeFailed,
+    ClosedByProtocolViolation,
+    LocalProtocolError,
+    MessageTooLarge,
+    RemoteProtocolError,
+)
+from aetherflow_sdk._identity import Identity
+from aetherflow_sdk.quantum import _congestion
+from aetherflow_sdk.quantum._config import QuantumConfig
+from aetherflow_sdk.quantum._handshake import (
+    ClientHandshake,
+    HandshakeResult,
+    InitialMessage,
+    ServerHandshake,
+    TransportParameters,
+)
+from aetherflow_sdk.quantum._messages import Fragment, MessageReceiver, MessageSender
+from aetherflow_sdk.quantum._pacer import Pacer
+from aetherflow_sdk.quantum._ranges import RangeSet
+from aetherflow_sdk.quantum._recovery import LossRecovery, SentPacket
+from aetherflow_sdk.quantum._rtt import RttEstimator
+from aetherflow_sdk.quantum._states import (
+    ACCEPTS_NEW_MESSAGES,
+    CAN_SEND_DATA,
+    HANDSHAKING,
+    OPEN,
+    ConnectionEvent,
+    ConnectionState,
+    transition,
+)
+from aetherflow_sdk.quantum._stats import ConnectionStatistics
+from aetherflow_sdk.quantum._wire import (
+    AEAD_TAG_SIZE,
+    ENCODED_HANDSHAKE_DONE,
+    ENCODED_PING,
+    HEADER_SIZE,
+    MESSAGE_FRAME_OVERHEAD,
+    AckFrame,
+    CloseCode,
+    CloseFrame,
+    DatagramFrame,
+    HandshakeDoneFrame,
+    Header,
+    MaxDataFrame,
+    PacketType,
+    PathChallengeFrame,
+    PathResponseFrame,
+    encode_ack,
+    encode_close,
+    encode_datagram,
+    encode_max_data,
+    encode_message_head,
+    encode_path_challenge,
+    encode_path_response,
+    parse_frames_untrusted,
+    parse_header_untrusted,
+)
+
+Address = tuple[str, int]
+
+MAX_BURST: Final = 64  # packets built per datagrams_to_send() call, so the shell can interleave I/O
+HANDSHAKE_RETRANSMIT_FACTOR: Final = 2.0  # first handshake resend after 2 x initial RTT, then doubling
+DATAGRAM_QUEUE: Final = 256  # unreliable datagrams held per direction; oldest dropped past this
+REPLAY_WINDOW_RANGES: Final = 4096  # received-packet ranges remembered for replay rejection
+AMPLIFICATION_FACTOR: Final = 3  # RFC 9000 §8: at most 3x the bytes received on an unvalidated path
+MIN_FRAGMENT: Final = 64  # do not start a message fragment in less room than this
+DRAIN_RTOS: Final = 3  # RFC 9000 §10.2: closing/draining lasts three PTOs
+
+
+@attrs.frozen(kw_only=True)
+class HandshakeCompleted:
+    """The handshake finished; ``peer_id`` is the peer's authenticated node ID."""
+
+    peer_id: bytes
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionTerminated:
+    """The connection is closed; ``error`` says how."""
+
+    error: ConnectionClosed
+
+
+@attrs.frozen(kw_only=True)
+class PathMigrated:
+    """The peer's packets now come from ``address`` (NAT rebinding or migration)."""
+
+    address: Address
+    validated: bool
+
+
+Event = HandshakeCompleted | ConnectionTerminated | PathMigrated
+
+
+# Retransmittable control items a sent packet can carry (besides message fragments).
+_CONTROL_MAX_DATA: Final = "max_data"
+_CONTROL_HANDSHAKE_DONE: Final = "handshake_done"
+_CONTROL_PATH_CHALLENGE: Final = "path_challenge"
+
+
+class QuantumConnection:
+    """One Quantum connection, client or server side, as a pure state machine."""
+
+    def __init__(
+        self,
+        *,
+        config: QuantumConfig,
+        identity: Identity,
+        local_cid: bytes,
+        peer_address: Address,
+        now: float,
+        pinned_peer_id: bytes | None = None,
+        initial: InitialMessage | None = None,
+    ) -> None:
+        self.config = config
+        self.is_client = initial is None
+        self.local_cid = local_cid
+        self.peer_address = peer_address
+        self.peer_id: bytes | None = None
+        self.state = ConnectionState.INITIAL_SENT if self.is_client else ConnectionState.HELLO_SENT
+        self.error: ConnectionClosed | None = None
+        self._events: deque[Event] = deque()
+        self._created = now
+        self._params = TransportParameters(
+            max_message_size=config.max_message_size,
+            receive_window=config.receive_window,
+            max_datagram_size=config.max_datagram_size,
+        )
+        self._peer_params: TransportParameters | None = None
+        self._peer_cid = b""
+        self._send_protection = None
+        self._receive_protection = None
+
+        # Handshake.
+        self._client_hs: ClientHandshake | None = None
+        self._server_hs: ServerHandshake | None = None
+        self._handshake_out: list[bytes] = []
+        self._handshake_timer: float | None = None
+        self._handshake_sends = 0
+        self._initial_sent_at = now
+        if initial is None:
+            self._client_hs = ClientHandshake(
+                identity=identity, client_cid=local_cid, params=self._params, pinned_peer_id=pinned_peer_id
+            )
+            self._queue_handshake(self._client_hs.initial_packet(), now)
+        else:
+            self._server_hs = ServerHandshake(
+                identity=identity, server_cid=local_cid, params=self._params, initial=initial
+            )
+            self._handshake_out.append(self._server_hs.hello_packet)
+
+        # Reliability and congestion.
+        self.rtt = RttEstimator(initial_rtt=config.initial_rtt, min_rto=config.min_rto, max_rto=config.max_rto)
+        self.congestion = _congestion.create(
+            config.congestion_control, config.max_datagram_size, config.initial_window_packets
+        )
+        self.recovery = LossRecovery(rtt=self.rtt, congestion=self.congestion)
+        self.pacer = Pacer(max_datagram_size=config.max_datagram_size)
+        self._next_packet_number = 0
+        self._pacing_deadline: float | None = None
+
+        # Messages.
+        # The sender needs the peer's window, known once the handshake completes; messages
+        # queued before that wait in _early_messages.
+        self._sender = MessageSender(
+            max_message_size=config.max_message_size, send_buffer=config.send_buffer, initial_peer_max_data=0
+        )
+        self._early_messages: list[tuple[bytes, bool]] = []
+        self._receiver = MessageReceiver(
+            max_message_size=config.max_message_size, receive_window=config.receive_window
+        )
+        self._datagrams_out: deque[bytes] = deque()
+        self._datagrams_in: deque[bytes] = deque()
+
+        # Receiving side: replay window and ACK scheduling.
+        self._received = RangeSet()
+        self._replay_floor = 0
+        self._largest_received = -1
+        self._ack_eliciting_unacked = 0
+        self._ack_deadline: float | None = None
+        self._ack_info_pending = False
+        self._largest_received_time = now
+
+        # Control frames.
+        self._max_data_pending = False
+        self._handshake_done_pending = False
+        self._ping_pending = False
+        self._path_responses: list[bytes] = []
+
+        # Path (NAT rebinding).
+        self._path_validated = True
+        self._path_bytes_received = 0
+        self._path_bytes_sent = 0
+        self._path_challenge: bytes | None = None
+        self._path_challenge_pending = False
+
+        # Lifecycle timers.
+        self._last_received = now
+        self._last_sent = now
+        self._drain_deadline: float | None = None
+        self._close_packet_pending = False
+        self._close_frame = b""
+
+        # Counters (see statistics()).
+        self._stats = _Counters()
+
+    # ------------------------------------------------------------------ public API
+
+    def next_event(self) -> Event | None:
+        """The next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    @property
+    def is_established(self) -> bool:
+        return self.state in CAN_SEND_DATA
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest message this connection may send (ours and the peer's limit)."""
+        peer = self._peer_params.max_message_size if self._peer_params else self.config.max_message_size
+        return min(peer, self.config.max_message_size)
+
+    def can_send_message(self, size: int) -> bool:
+        """False while the send buffer is full: the shell waits (backpressure)."""
+        if self._peer_params is None:
+            return not self._early_messages
+        return self._sender.can_queue(size)
+
+    def send_message(self, data: bytes, *, ordered: bool = True) -> None:
+        """Queue one reliable message. Raises MessageTooLarge or a ConnectionClosed error."""
+        self._check_can_queue()
+        limit = self.max_message_size
+        if len(data) > limit:
+            raise MessageTooLarge(
+                f"message of {len(data)} bytes exceeds the limit of {limit} bytes; split it or raise "
+                "QuantumConfig.max_message_size on both sides"
+            )
+        if self._peer_params is None:
+            self._early_messages.append((bytes(data), ordered))
+        else:
+            self._sender.queue_message(bytes(data), ordered)
+        self._stats.messages_sent += 1
+        self._stats.app_bytes_sent += len(data)
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue an unreliable datagram; dropped if it does not fit one packet or the queue is full."""
+        self._check_can_queue()
+        room = self.config.max_datagram_size - HEADER_SIZE - AEAD_TAG_SIZE - 3
+        if len(data) > room:
+            raise MessageTooLarge(f"datagram of {len(data)} bytes exceeds the {room}-byte limit of one packet")
+        if len(self._datagrams_out) >= DATAGRAM_QUEUE:
+            self._datagrams_out.popleft()
+            self._stats.unreliable_dropped += 1
+        self._datagrams_out.append(bytes(data))
+
+    def receive_message(self) -> bytes | None:
+        """The next complete message (ordered ones in order), or None. Frees flow-control window."""
+        message = self._receiver.next_message()
+        if message is not None:
+            self._stats.messages_received += 1
+            self._stats.app_bytes_received += len(message)
+            if self._receiver.should_send_max_data():
+                self._max_data_pending = True
+        return message
+
+    def has_message(self) -> bool:
+        return self._receiver.has_message()
+
+    def receive_datagram_frame(self) -> bytes | None:
+        """The next received unreliable datagram, or None."""
+        return self._datagrams_in.popleft() if self._datagrams_in else None
+
+    def close(self, now: float) -> None:
+        """Graceful close: deliver everything already sent, then tell the peer."""
+        if self.state not in OPEN or self.state is ConnectionState.SHUTTING_DOWN:
+            return
+        self._set_state(ConnectionEvent.CLOSE_REQUESTED)
+        if self.state is ConnectionState.CLOSED:
+            self._terminate(ClosedLocally("connection closed by this side before the handshake finished"))
+        else:
+            self._maybe_finish_shutdown(now)
+
+    def abort(self, now: float, *, error_code: int = CloseCode.APPLICATION_ABORT, reason: str = "") -> None:
+        """Close at once, discarding undelivered data; the peer is told ``error_code``/``reason``."""
+        if self.state not in OPEN:
+            return
+        self._begin_closing(now, error_code, reason or "aborted by the application")
+        if self.error is None:
+            self._fail(ClosedLocally(f"connection aborted by this side: {reason or 'no reason given'}",
+                                     error_code=error_code, reason=reason))
+
+    # ------------------------------------------------------------------ input
+
+    def receive_datagram(self, data: bytes, address: Address, now: float, header: Header | None = None) -> None:
+        """Process one datagram from the network. Never raises: bad input is counted and dropped."""
+        self._stats.datagrams_received += 1
+        self._stats.bytes_received += len(data)
+        if self.state is ConnectionState.CLOSED:
+            return
+        try:
+            if header is None:
+                header = parse_header_untrusted(data)
+            ptype = header.packet_type
+            if ptype is PacketType.DATA:
+                self._receive_data(data, header, address, now)
+            elif ptype is PacketType.SERVER_HELLO and self._client_hs is not None:
+                self._receive_server_hello(data, address, now)
+            elif ptype is PacketType.RETRY and self._client_hs is not None:
+                self._receive_retry(data, now)
+            elif ptype is PacketType.CLIENT_FINISH and self._server_hs is not None:
+                self._receive_client_finish(data, address, now)
+            elif ptype is PacketType.INITIAL and self._server_hs is not None:
+                # The client did not get our SERVER_HELLO: send it again (its address is validated).
+                if self.state is ConnectionState.HELLO_SENT:
+                    self._handshake_out.append(self._server_hs.hello_packet)
+                self._stats.duplicate_packets += 1
+            else:
+                self._stats.dropped_packets += 1
+        except BadPacket:
+            self._stats.bad_packets += 1
+
+    def _receive_retry(self, data: bytes, now: float) -> None:
+        assert self._client_hs is not None
+        if self.state is not ConnectionState.INITIAL_SENT:
+            raise BadPacket("RETRY after the handshake moved on")
+        self._client_hs.on_retry_untrusted(data)
+        # Karn: the INITIAL is about to be resent, so its RTT sample will be ambiguous.
+        self._handshake_sends = 0
+        self._queue_handshake(self._client_hs.initial_packet(), now)
+
+    def _receive_server_hello(self, data: bytes, address: Address, now: float) -> None:
+        assert self._client_hs is not None
+        if self.state is not ConnectionState.INITIAL_SENT:
+            # Our FINISH was lost: the server is resending its hello. Resend FINISH.
+            if self.state is ConnectionState.CONFIRMING and self._client_hs.finish_packet:
+                self._handshake_out.append(self._client_hs.finish_packet)
+            raise BadPacket("duplicate SERVER_HELLO")
+        try:
+            result = self._client_hs.on_server_hello_untrusted(data)
+        except HandshakeFailed as exc:
+            self._fail(exc)
+            self._set_state(ConnectionEvent.ABORT)
+            return
+        if self._handshake_sends == 1:
+            # Karn's rule (RFC 6298 §3): sample the handshake RTT only if INITIAL went out once.
+            self.rtt.on_sample(now - self._initial_sent_at)
+        self._last_received = now
+        self._complete_handshake(result, now)
+        self._set_state(ConnectionEvent.HELLO_RECEIVED)
+        assert self._client_hs.finish_packet is not None
+        self._queue_handshake(self._client_hs.finish_packet, now)
+
+    def _receive_client_finish(self, data: bytes, address: Address, now: float) -> None:
+        assert self._server_hs is not None
+        if self.state is not ConnectionState.HELLO_SENT:
+            raise BadPacket("CLIENT_FINISH after the handshake completed")
+        result = self._server_hs.on_client_finish_untrusted(data)
+        self.rtt.on_sample(now - self._initial_sent_at)
+        self._last_received = now
+        self._complete_handshake(result, now)
+        self._set_state(ConnectionEvent.FINISH_RECEIVED)
+        self._handshake_done_pending = True
+
+    def _complete_handshake(self, result: HandshakeResult, now: float) -> None:
+        self.peer_id = result.peer_id
+        self._peer_cid = result.peer_cid
+        self._peer_params = result.peer_params
+        self._send_protection = result.keys.send
+        self._receive_protection = result.keys.receive
+        self._sender = MessageSender(
+            max_message_size=self.max_message_size,
+            send_buffer=self.config.send_buffer,
+            initial_peer_max_data=result.peer_params.receive_window,
+        )
+        for data, ordered in self._early_messages:
+            self._sender.queue_message(data, ordered)
+        self._early_messages.clear()
+        self._handshake_timer = None
+        self._events.append(HandshakeCompleted(peer_id=result.peer_id))
+
+    def _receive_data(self, data: bytes, header: Header, address: Address, now: float) -> None:
+        protection = self._receive_protection
+        if protection is None:
+            # Sent before the handshake finished here (e.g. CLIENT_FINISH was lost): the sender retransmits.
+            self._stats.dropped_packets += 1
+            return
+        pn = header.packet_number
+        if pn < self._replay_floor or pn in self._received:
+            self._stats.replayed_packets += 1
+            return
+        plaintext = protection.open_untrusted(data, HEADER_SIZE, pn)
+        # Authenticated from here on.
+        try:
+            frames = parse_frames_untrusted(plaintext)
+        except BadPacket as exc:
+            self._stats.bad_packets += 1
+            self._protocol_violation(now, f"malformed frames from an authenticated peer: {exc}")
+            return
+        self._record_received(pn, now)
+        self._last_received = now
+        self._stats.packets_received += 1
+        self._on_path(address, pn, len(data), now)
+        if self.state is ConnectionState.CONFIRMING:
+            # Only a server that accepted our FINISH has session keys to send DATA with.
+            self._set_state(ConnectionEvent.CONFIRMED)
+            self._handshake_timer = None
+        ack_eliciting = False
+        for frame in frames:
+            if isinstance(frame, Fragment):
+                ack_eliciting = True
+                try:
+                    self._receiver.on_fragment(frame)
+                except RemoteProtocolError as exc:
+                    self._protocol_violation(now, str(exc), CloseCode.FLOW_CONTROL_ERROR)
+                    return
+            elif isinstance(frame, AckFrame):
+                self._on_ack(frame, now)
+                if self.state not in OPEN:
+                    return
+            elif isinstance(frame, DatagramFrame):
+                ack_eliciting = True
+                if len(self._datagrams_in) >= DATAGRAM_QUEUE:
+                    self._datagrams_in.popleft()
+                    self._stats.unreliable_dropped += 1
+                self._datagrams_in.append(frame.data)
+                self._stats.unreliable_received += 1
+            elif isinstance(frame, MaxDataFrame):
+                ack_eliciting = True
+                self._sender.update_peer_max_data(frame.max_data)
+            elif isinstance(frame, PathChallengeFrame):
+                ack_eliciting = True
+                self._path_responses.append(frame.token)
+            elif isinstance(frame, PathResponseFrame):
+                ack_eliciting = True
+                if self._path_challenge is not None and frame.token == self._path_challenge:
+                    self._path_challenge = None
+                    self._path_challenge_pending = False
+                    self._path_validated = True
+                    self._events.append(PathMigrated(address=self.peer_address, validated=True))
+            elif isinstance(frame, CloseFrame):
+                self._on_peer_close(frame, now)
+                return
+            elif isinstance(frame, HandshakeDoneFrame):
+                ack_eliciting = True
+            else:  # PingFrame
+                ack_eliciting = True
+        if ack_eliciting:
+            self._schedule_ack(pn, now)
+        self._maybe_finish_shutdown(now)
+
+    def _record_received(self, pn: int, now: float) -> None:
+        self._received.add(pn)
+        if len(self._received) > REPLAY_WINDOW_RANGES:
+            # Forget the oldest range: anything below it is rejected as too old (retransmitted
+            # data always travels under new packet numbers, so nothing legitimate is lost).
+            self._replay_floor = self._received.shift().stop
+        if pn > self._largest_received:
+            self._largest_received = pn
+            self._largest_received_time = now
+
+    def _schedule_ack(self, pn: int, now: float) -> None:
+        self._ack_info_pending = True
+        self._ack_eliciting_unacked += 1
+        out_of_order = pn != self._largest_received or (
+            len(self._received) > 1 and pn == self._largest_received and self._received.bounds().stop - 1 != pn
+        )
+        if self._ack_eliciting_unacked >= self.config.ack_eliciting_threshold or out_of_order:
+            self._ack_deadline = now  # RFC 9000 §13.2.1: acknowledge at once
+        elif self._ack_deadline is None:
+            self._ack_deadline = now + self.config.max_ack_delay
+
+    def _on_path(self, address: Address, pn: int, size: int, now: float) -> None:
+        if address == self.peer_address:
+            self._path_bytes_received += size
+            return
+        if pn != self._largest_received:
+            return  # a reordered packet from an old path does not move us (RFC 9000 §9.3)
+        # NAT rebinding or migration: follow the peer, but validate the new path before sending
+        # more than 3x what it has sent us on it (RFC 9000 §8.2, §9.3).
+        self.peer_address = address
+        self._path_validated = False
+        self._path_bytes_received = size
+        self._path_bytes_sent = 0
+        self._path_challenge = os.urandom(8)
+        self._path_challenge_pending = True
+        self._stats.path_migrations += 1
+        self._events.append(PathMigrated(address=address, validated=False))
+
+    def _on_ack(self, frame: AckFrame, now: float) -> None:
+        try:
+            outcome = self.recovery.on_ack_received(frame.ranges, frame.ack_delay, now)
+        except RemoteProtocolError as exc:
+            self._protocol_violation(now, str(exc))
+            return
+        for packet in outcome.newly_acked:
+            self._on_packet_acked(packet)
+        for packet in outcome.late_acked:
+            self._on_packet_acked(packet)
+        self._on_packets_lost(outcome.lost)
+
+    def _on_packet_acked(self, packet: SentPacket) -> None:
+        payload = packet.payload
+        if not payload:
+            return
+        for item in payload:  # type: ignore[attr-defined]
+            if isinstance(item, Fragment):
+                self._sender.on_fragment_acked(item)
+
+    def _on_packets_lost(self, lost: Iterable[SentPacket]) -> None:
+        for packet in lost:
+            payload = packet.payload
+            if not payload:
+                continue
+            self._stats.packets_retransmitted += 1
+            for item in payload:  # type: ignore[attr-defined]
+                if isinstance(item, Fragment):
+                    self._sender.on_fragment_lost(item)
+                elif item == _CONTROL_MAX_DATA:
+                    self._max_data_pending = True
+                elif item == _CONTROL_HANDSHAKE_DONE:
+                    self._handshake_done_pending = True
+                elif item == _CONTROL_PATH_CHALLENGE and self._path_challenge is not None:
+                    self._path_challenge_pending = True
+
+    def _on_peer_close(self, frame: CloseFrame, now: float) -> None:
+        if frame.error_code == CloseCode.NO_ERROR:
+            error: ConnectionClosed = ClosedByPeer("the peer closed the connection", reason=frame.reason)
+        else:
+            error = ClosedByPeer(
+                f"the peer closed the connection with error {frame.error_code}: {frame.reason or 'no reason'}",
+                error_code=frame.error_code,
+                reason=frame.reason,
+            )
+        self._fail(error)
+        self._set_state(ConnectionEvent.PEER_CLOSED)
+        self._drain_deadline = now + DRAIN_RTOS * self.rtt.rto
+
+    # ------------------------------------------------------------------ timers
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` wants to run next (None: nothing pending)."""
+        if self.state is ConnectionState.CLOSED:
+            return None
+        if self._drain_deadline is not None:
+            return self._drain_deadline
+        deadlines = [self._last_received + self.config.idle_timeout]
+        if self.state in HANDSHAKING:
+            deadlines.append(self._created + self.config.handshake_timeout)
+        if self._handshake_timer is not None:
+            deadlines.append(self._handshake_timer)
+        loss = self.recovery.loss_detection_timer()
+        if loss is not None:
+            deadlines.append(loss)
+        if self._ack_deadline is not None:
+            deadlines.append(self._ack_deadline)
+        if self._pacing_deadline is not None:
+            deadlines.append(self._pacing_deadline)
+        if self.state in CAN_SEND_DATA:
+            deadlines.append(self._last_sent + self.config.keepalive_interval)
+        return min(deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever timers have expired at ``now``."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self._drain_deadline is not None:
+            if now >= self._drain_deadline:
+                self._set_state(ConnectionEvent.DRAINED)
+                self._drain_deadline = None
+            return
+        if now >= self._last_received + self.config.idle_timeout:
+            self._timeout(f"no packet from the peer for {self.config.idle_timeout:g} s (idle timeout)")
+            return
+        if self.state in HANDSHAKING and now >= self._created + self.config.handshake_timeout:
+            self._timeout(
+                f"the peer at {self.peer_address[0]}:{self.peer_address[1]} did not complete the handshake "
+                f"within {self.config.handshake_timeout:g} s; is a node listening there?"
+            )
+            return
+        if self._handshake_timer is not None and now >= self._handshake_timer:
+            self._resend_handshake(now)
+        loss = self.recovery.loss_detection_timer()
+        if loss is not None and now >= loss:
+            outcome = self.recovery.on_loss_detection_timeout(now)
+            self._on_packets_lost(outcome.lost)
+            if outcome.rto_fired and not outcome.lost:
+                self._ping_pending = True
+        if self._pacing_deadline is not None and now >= self._pacing_deadline:
+            self._pacing_deadline = None
+        if self.state in CAN_SEND_DATA and now >= self._last_sent + self.config.keepalive_interval:
+            self._ping_pending = True
+
+    def _queue_handshake(self, packet: bytes, now: float) -> None:
+        self._handshake_out.append(packet)
+        self._handshake_sends += 1
+        self._handshake_timer = now + HANDSHAKE_RETRANSMIT_FACTOR * self.config.initial_rtt
+
+    def _resend_handshake(self, now: float) -> None:
+        assert self._client_hs is not None
+        if self.state is ConnectionState.INITIAL_SENT:
+            packet = self._client_hs.initial_packet()
+        elif self.state is ConnectionState.CONFIRMING and self._client_hs.finish_packet is not None:
+            packet = self._client_hs.finish_packet
+        else:
+            self._handshake_timer = None
+            return
+        self._handshake_out.append(packet)
+        self._handshake_sends += 1
+        backoff = min(2 ** self._handshake_sends, 64)
+        self._handshake_timer = now + self.config.initial_rtt * backoff
+
+    # ------------------------------------------------------------------ output
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Datagrams to send now, each with its destination."""
+        out: list[tuple[bytes, Address]] = []
+        if self.state is ConnectionState.CLOSED:
+            return out
+        address = self.peer_address
+        if self._handshake_out:
+            for packet in self._handshake_out:
+                out.append((packet, address))
+                self._count_sent(len(packet), now)
+            self._handshake_out.clear()
+        if self._send_protection is None or self.state is ConnectionState.DRAINING:
+            return out
+        if self.state is ConnectionState.CLOSING:
+            if self._close_packet_pending:
+                self._close_packet_pending = False
+                out.append((self._seal(self._close_frame), address))
+                self._count_sent(len(out[-1][0]), now)
+            return out
+        for _ in range(MAX_BURST):
+            packet = self._build_packet(now)
+            if packet is None:
+                break
+            out.append((packet, address))
+        return out
+
+    def _seal(self, payload: bytes) -> bytes:
+        assert self._send_protection is not None
+        pn = self._next_packet_number
+        self._next_packet_number += 1
+        header = Header(packet_type=PacketType.DATA, destination_cid=self._peer_cid, packet_number=pn).pack()
+        return self._send_protection.seal(header, pn, payload)
+
+    def _count_sent(self, size: int, now: float) -> None:
+        self._stats.datagrams_sent += 1
+        self._stats.bytes_sent += size
+        self._path_bytes_sent += size
+        self._last_sent = now
+
+    def _ack_due(self, now: float) -> bool:
+        return self._ack_deadline is not None and now >= self._ack_deadline
+
+    def _build_packet(self, now: float) -> bytes | None:
+        """Build and seal the next packet, or return None if nothing may be sent now."""
+        mds = self.config.max_datagram_size
+        budget = mds - HEADER_SIZE - AEAD_TAG_SIZE
+        if not self._path_validated:
+            allowance = AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent
+            if allowance < mds:
+                return None  # wait for the peer to prove the new path (or send more on it)
+        window_open = self.recovery.bytes_in_flight + mds <= self.congestion.congestion_window
+        wants_data = window_open and (
+            self._sender.has_data_to_send()
+            or self._datagrams_out
+            or self._max_data_pending
+            or self._handshake_done_pending
+            or self._ping_pending
+            or self._path_challenge_pending
+        )
+        ack_now = self._ack_due(now) or bool(self._path_responses)
+        if not wants_data and not ack_now:
+            if window_open and not self._sender.has_data_to_send():
+                self.congestion.on_app_limited(self.recovery.bytes_in_flight, now)
+            return None
+        if wants_data:
+            self.pacer.set_rate(self.congestion.pacing_rate)
+            pace_at = self.pacer.next_send_time(mds, now)
+            if pace_at is not None:
+                self._pacing_deadline = pace_at
+                if not ack_now:
+                    return None
+                wants_data = False  # send the ACK alone now; data follows when the pacer allows
+
+        parts: list[bytes] = []
+        retransmittable: list[object] = []
+        eliciting = False  # any frame other than ACK makes the packet ack-eliciting (RFC 9002 §2)
+        if self._ack_info_pending and self._received:
+            ack = encode_ack(list(reversed(self._received)), max(0.0, now - self._largest_received_time))
+            parts.append(ack)
+            budget -= len(ack)
+            self._ack_info_pending = False
+            self._ack_eliciting_unacked = 0
+            self._ack_deadline = None
+        if self._path_responses:
+            eliciting = True
+            for token in self._path_responses:
+                parts.append(encode_path_response(token))
+                budget -= 9
+            self._path_responses.clear()
+        if wants_data:
+            if self._path_challenge_pending and self._path_challenge is not None:
+                parts.append(encode_path_challenge(self._path_challenge))
+                budget -= 9
+                retransmittable.append(_CONTROL_PATH_CHALLENGE)
+                self._path_challenge_pending = False
+            if self._handshake_done_pending:
+                parts.append(ENCODED_HANDSHAKE_DONE)
+                budget -= 1
+                retransmittable.append(_CONTROL_HANDSHAKE_DONE)
+                self._handshake_done_pending = False
+            if self._max_data_pending:
+                parts.append(encode_max_data(self._receiver.max_data))
+                self._receiver.on_max_data_sent()
+                budget -= 9
+                retransmittable.append(_CONTROL_MAX_DATA)
+                self._max_data_pending = False
+            while self._datagrams_out and len(self._datagrams_out[0]) + 3 <= budget:
+                data = self._datagrams_out.popleft()
+                parts.append(encode_datagram(data))
+                budget -= len(data) + 3
+                eliciting = True
+                self._stats.unreliable_sent += 1
+            while budget >= MESSAGE_FRAME_OVERHEAD + MIN_FRAGMENT:
+                fragment = self._sender.next_fragment(budget - MESSAGE_FRAME_OVERHEAD)
+                if fragment is None:
+                    break
+                parts.append(
+                    encode_message_head(
+                        fragment.ordered,
+                        fragment.sequence,
+                        fragment.flow_offset,
+                        fragment.message_length,
+                        fragment.offset,
+                        len(fragment.data),
+                    )
+                )
+                parts.append(fragment.data)
+                budget -= MESSAGE_FRAME_OVERHEAD + len(fragment.data)
+                retransmittable.append(fragment)
+            if self._ping_pending:
+                self._ping_pending = False
+                if not retransmittable and not eliciting:
+                    parts.append(ENCODED_PING)
+                    eliciting = True
+        if not parts:
+            return None
+        eliciting = eliciting or bool(retransmittable)
+        pn = self._next_packet_number
+        packet = self._seal(b"".join(parts))
+        self._count_sent(len(packet), now)
+        self._stats.packets_sent += 1
+        if eliciting:
+            self.recovery.on_packet_sent(
+                SentPacket(
+                    packet_number=pn,
+                    time_sent=now,
+                    size=len(packet),
+                    ack_eliciting=True,
+                    in_flight=True,
+                    payload=retransmittable or None,
+                ),
+                now,
+            )
+            self.pacer.on_packet_sent(len(packet), now)
+        else:
+            # ACK-only packets are not tracked for loss (RFC 9002 §3), but recovery must know
+            # their numbers exist so that an ACK covering them is not taken for a forgery.
+            self.recovery.largest_sent = pn
+        return packet
+
+    # ------------------------------------------------------------------ closing
+
+    def _check_can_queue(self) -> None:
+        if self.state in ACCEPTS_NEW_MESSAGES:
+            return
+        if self.error is not None and not isinstance(self.error, ClosedLocally):
+            raise type(self.error)(str(self.error), error_code=self.error.error_code, reason=self.error.reason)
+        raise ClosedLocally("cannot send: this side already closed the connection")
+
+    def _maybe_finish_shutdown(self, now: float) -> None:
+        if self.state is ConnectionState.SHUTTING_DOWN and self._sender.all_acked():
+            self._begin_closing(now, CloseCode.NO_ERROR, "")
+            if self.error is None:
+                self._fail(ClosedLocally("connection closed by this side"))
+
+    def _begin_closing(self, now: float, error_code: int, reason: str) -> None:
+        event = ConnectionEvent.ALL_DELIVERED if self.state is ConnectionState.SHUTTING_DOWN and \
+            error_code == CloseCode.NO_ERROR else ConnectionEvent.ABORT
+        self._set_state(event)
+        if self.state is ConnectionState.CLOSING:
+            self._close_frame = encode_close(error_code, reason)
+            self._close_packet_pending = True
+            self._drain_deadline = now + DRAIN_RTOS * self.rtt.rto
+
+    def _protocol_violation(self, now: float, message: str, code: int = CloseCode.PROTOCOL_VIOLATION) -> None:
+        self._fail(ClosedByProtocolViolation(f"the peer broke the protocol: {message}", error_code=code,
+                                             reason=message))
+        self._begin_closing(now, code, message)
+
+    def _timeout(self, message: str) -> None:
+        self._fail(ConnectionTimeout(message))
+        self._set_state(ConnectionEvent.TIMEOUT)
+
+    def _fail(self, error: ConnectionClosed) -> None:
+        if self.error is None:
+            self.error = error
+
+    def _terminate(self, error: ConnectionClosed) -> None:
+        self._fail(error)
+
+    def _set_state(self, event: ConnectionEvent) -> None:
+        self.state = transition(self.state, event)
+        if self.state is ConnectionState.CLOSED:
+            if self.error is None:
+                self.error = ClosedLocally("connection closed")
+            self._events.append(ConnectionTerminated(error=self.error))
+
+    # ------------------------------------------------------------------ statistics
+
+    def statistics(self) -> ConnectionStatistics:
+        """A frozen snapshot of this connection's counters and estimators."""
+        s = self._stats
+        return ConnectionStatistics(
+            state=self.state.value,
+            smoothed_rtt=self.rtt.smoothed_rtt,
+            rtt_variance=self.rtt.rttvar,
+            min_rtt=self.rtt.min_rtt,
+            latest_rtt=self.rtt.latest_rtt,
+            rto=self.rtt.rto,
+            congestion_control=self.congestion.name,
+            congestion_state=self.congestion.state_name(),
+            congestion_window=self.congestion.congestion_window,
+            pacing_rate=self.congestion.pacing_rate,
+            bytes_in_flight=self.recovery.bytes_in_flight,
+            packets_sent=s.packets_sent,
+            packets_received=s.packets_received,
+            datagrams_sent=s.datagrams_sent,
+            datagrams_received=s.datagrams_received,
+            bytes_sent=s.bytes_sent,
+            bytes_received=s.bytes_received,
+            app_bytes_sent=s.app_bytes_sent,
+            app_bytes_received=s.app_bytes_received,
+            messages_sent=s.messages_sent,
+            messages_received=s.messages_received,
+            packets_lost=self.recovery.packets_lost,
+            packets_retransmitted=s.packets_retransmitted,
+            spurious_retransmissions=self.recovery.spurious_retransmissions,
+            rto_count=self.recovery.rto_count,
+            bad_packets=s.bad_packets,
+            replayed_packets=s.replayed_packets,
+            dropped_packets=s.dropped_packets,
+            duplicate_packets=s.duplicate_packets,
+            unreliable_datagrams_sent=s.unreliable_sent,
+            unreliable_datagrams_received=s.unreliable_received,
+            unreliable_datagrams_dropped=s.unreliable_dropped,
+            path_migrations=s.path_migrations,
+        )
+
+
+@attrs.define(slots=True)
+class _Counters:
+    packets_sent: int = 0
+    packets_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    app_bytes_sent: int = 0
+    app_bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    packets_retransmitted: int = 0
+    bad_packets: int = 0
+    replayed_packets: int = 0
+    dropped_packets: int = 0
+    duplicate_packets: int = 0
+    unreliable_sent: int = 0
+    unreliable_received: int = 0
+    unreliable_dropped: int = 0
+    path_migrations: int = 0
+
+
+__all__ = [
+    "ConnectionTerminated",
+    "Event",
+    "HandshakeCompleted",
+    "LocalProtocolError",
+    "PathMigrated",
+    "QuantumConnection",
+]

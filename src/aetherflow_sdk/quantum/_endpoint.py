@@ -1,0 +1,376 @@
+"""The async shell around :class:`EndpointCore`: one UDP socket, many connections.
+
+This is the only Quantum module that reads the clock or touches a socket. It
+uses anyio, so it runs under trio (the reference) and under asyncio (Textual,
+zeroconf). One background task owns the socket: it drains every readable
+datagram into the core, fires expired timers, and sleeps until the next timer
+or the next datagram. Application calls (``send``, ``receive`` ...) act on the
+core directly and push any resulting packets out at once, so a message leaves
+without waiting for the background task to be scheduled.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Final
+
+import anyio
+from anyio.abc import TaskGroup
+
+from aetherflow_sdk._errors import ClosedLocally, ConnectionClosed, LocalProtocolError
+from aetherflow_sdk._identity import Identity
+from aetherflow_sdk.quantum._config import QuantumConfig
+from aetherflow_sdk.quantum._connection import Address, QuantumConnection
+from aetherflow_sdk.quantum._endpoint_core import EndpointCore
+from aetherflow_sdk.quantum._states import CAN_SEND_DATA, OPEN, ConnectionState
+from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
+
+RECEIVE_BATCH: Final = 256  # datagrams drained per wake-up before timers and output get a turn
+SOCKET_BUFFER: Final = 4 * 1024 * 1024  # kernel buffers sized for bulk transfers on fast paths
+CLOSE_GRACE: Final = 5.0  # how long endpoint shutdown waits for graceful closes to finish
+
+
+def _normalize(address: tuple[object, ...]) -> Address:
+    return (str(address[0]), int(address[1]))  # type: ignore[call-overload]
+
+
+class Endpoint:
+    """A Quantum endpoint: dials and accepts connections on one UDP socket.
+
+    Create it with :func:`open_endpoint`, never directly.
+    """
+
+    def __init__(self, sock: socket.socket, core: EndpointCore) -> None:
+        self._sock = sock
+        self._core = core
+        self._changed = anyio.Event()
+        self._backlog: list[tuple[bytes, Address]] = []
+        self._sleep_scope: anyio.CancelScope | None = None
+        self._closed = False
+        self._wrappers: dict[bytes, Connection] = {}
+
+    # -------------------------------------------------------------- public API
+
+    @property
+    def local_address(self) -> Address:
+        """The (host, port) this endpoint's socket is bound to."""
+        return _normalize(self._sock.getsockname())
+
+    @property
+    def node_id(self) -> bytes:
+        """This endpoint's public identity (its Ed25519 public key)."""
+        return self._core.identity.node_id
+
+    @property
+    def config(self) -> QuantumConfig:
+        return self._core.config
+
+    async def connect(self, address: tuple[str, int], *, peer_id: bytes | None = None) -> Connection:
+        """Open a connection to ``address`` and wait for the handshake.
+
+        ``peer_id`` pins the server's node ID: the handshake fails with HandshakeFailed if the
+        server proves a different identity. Raises ConnectionTimeout if nobody answers within
+        ``config.handshake_timeout``.
+        """
+        self._check_open()
+        host, port = address
+        try:
+            resolved = await anyio.getaddrinfo(host, port, family=self._sock.family, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise LocalProtocolError(f"cannot resolve {host!r}: {exc}") from None
+        target = _normalize(resolved[0][4])
+        core_connection = self._core.connect(target, anyio.current_time(), peer_id=peer_id)
+        connection = self._wrap(core_connection)
+        self._flush()
+        while not core_connection.is_established:
+            if core_connection.state not in (ConnectionState.INITIAL_SENT, ConnectionState.HELLO_SENT):
+                raise connection._error()
+            await self._wait_change()
+        return connection
+
+    async def accept(self) -> Connection:
+        """Wait for the next incoming connection whose handshake completed."""
+        while True:
+            self._check_open()
+            while self._core.accepted:
+                core_connection = self._core.accepted.popleft()
+                if core_connection.is_established:
+                    return self._wrap(core_connection)
+            await self._wait_change()
+
+    def statistics(self) -> EndpointStatistics:
+        """Counters of the socket and the stateless handshake gate."""
+        return self._core.statistics()
+
+    async def aclose(self) -> None:
+        """Close every connection gracefully (bounded by CLOSE_GRACE), then stop."""
+        if self._closed:
+            return
+        for connection in list(self._wrappers.values()):
+            connection._core.close(anyio.current_time())
+            self._core.mark_dirty(connection._core)
+        self._flush()
+        with anyio.move_on_after(CLOSE_GRACE):
+            while any(c._core.state in OPEN for c in self._wrappers.values()):
+                await self._wait_change()
+        self._closed = True
+        self._notify()
+
+    # -------------------------------------------------------------- internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedLocally("this endpoint is closed")
+
+    def _wrap(self, core_connection: QuantumConnection) -> Connection:
+        wrapper = Connection(self, core_connection)
+        self._wrappers[core_connection.local_cid] = wrapper
+        return wrapper
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _wait_change(self) -> None:
+        await self._changed.wait()
+
+    def _kick(self) -> None:
+        """Wake the background task: an application call may have moved a timer earlier."""
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+
+    def _flush(self) -> None:
+        """Send everything the core has ready, without blocking; the rest waits in the backlog."""
+        if self._backlog:
+            self._drain_backlog()
+            if self._backlog:
+                return
+        now = anyio.current_time()
+        sock = self._sock
+        while True:
+            out = self._core.datagrams_to_send(now)
+            if not out:
+                break
+            for index, (data, address) in enumerate(out):
+                try:
+                    sock.sendto(data, address)
+                except BlockingIOError:
+                    self._backlog.extend(out[index:])
+                    self._kick()
+                    return
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                        continue  # ICMP errors: the loss shows up in the protocol's own timers
+                    raise
+
+    def _drain_backlog(self) -> None:
+        sent = 0
+        for data, address in self._backlog:
+            try:
+                self._sock.sendto(data, address)
+            except BlockingIOError:
+                break
+            except OSError:
+                pass
+            sent += 1
+        del self._backlog[:sent]
+
+    def _after_app_action(self, core_connection: QuantumConnection) -> None:
+        self._core.mark_dirty(core_connection)
+        self._flush()
+        self._kick()
+
+    async def _run(self) -> None:
+        """The background task: socket input, timers, output."""
+        sock = self._sock
+        core = self._core
+        while not self._closed:
+            now = anyio.current_time()
+            activity = False
+            for _ in range(RECEIVE_BATCH):
+                try:
+                    data, address = sock.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    continue  # e.g. ECONNREFUSED surfaced on a later read: ignore, timers handle loss
+                core.receive_datagram(data, _normalize(address), now)
+                activity = True
+            timer = core.get_timer()
+            if timer is not None and timer <= now:
+                core.handle_timer(now)
+                activity = True
+            self._flush()
+            if activity:
+                self._notify()
+                await anyio.lowlevel.checkpoint()
+                continue
+            timer = core.get_timer()
+            delay = None if timer is None else max(0.0, timer - anyio.current_time())
+            with anyio.CancelScope() as scope:
+                self._sleep_scope = scope
+                if delay is not None:
+                    scope.deadline = anyio.current_time() + delay
+                if self._backlog:
+                    await anyio.wait_writable(sock)
+                    self._drain_backlog()
+                else:
+                    await anyio.wait_readable(sock)
+            self._sleep_scope = None
+            if self._closed:
+                break
+
+
+class Connection:
+    """One Quantum connection, as the application uses it.
+
+    It satisfies :class:`aetherflow_sdk._channel.MessageChannel`.
+    """
+
+    def __init__(self, endpoint: Endpoint, core: QuantumConnection) -> None:
+        self._endpoint = endpoint
+        self._core = core
+
+    @property
+    def peer_id(self) -> bytes:
+        """The peer's node ID, proven by the handshake."""
+        assert self._core.peer_id is not None
+        return self._core.peer_id
+
+    @property
+    def connection_id(self) -> uuid.UUID:
+        """Our connection ID (a UUIDv7)."""
+        return uuid.UUID(bytes=self._core.local_cid)
+
+    @property
+    def peer_address(self) -> Address:
+        """Where the peer's packets currently come from."""
+        return self._core.peer_address
+
+    @property
+    def max_message_size(self) -> int:
+        return self._core.max_message_size
+
+    def _error(self) -> ConnectionClosed:
+        error = self._core.error or ClosedLocally("connection closed")
+        return type(error)(str(error), error_code=error.error_code, reason=error.reason)
+
+    async def send(self, data: bytes, *, ordered: bool = True) -> None:
+        """Send one reliable message. Waits while the send buffer is full (backpressure).
+
+        Ordered messages arrive in the order sent; unordered ones as soon as each is complete.
+        Raises MessageTooLarge past the negotiated limit, ConnectionClosed once closed.
+        """
+        core = self._core
+        while not core.can_send_message(len(data)):
+            if core.state not in CAN_SEND_DATA:
+                break  # send_message raises the right error
+            await self._endpoint._wait_change()
+        core.send_message(data, ordered=ordered)
+        self._endpoint._after_app_action(core)
+        await anyio.lowlevel.checkpoint()
+
+    async def receive(self) -> bytes:
+        """The next message. After the peer closes, buffered messages come first, then the error."""
+        core = self._core
+        while True:
+            message = core.receive_message()
+            if message is not None:
+                self._endpoint._after_app_action(core)
+                await anyio.lowlevel.checkpoint()
+                return message
+            if core.state not in CAN_SEND_DATA:
+                raise self._error()
+            await self._endpoint._wait_change()
+
+    def send_datagram(self, data: bytes) -> None:
+        """Send an unreliable datagram (it may be lost). Never blocks."""
+        self._core.send_datagram(data)
+        self._endpoint._after_app_action(self._core)
+
+    async def receive_datagram(self) -> bytes:
+        """The next unreliable datagram."""
+        core = self._core
+        while True:
+            data = core.receive_datagram_frame()
+            if data is not None:
+                await anyio.lowlevel.checkpoint()
+                return data
+            if core.state not in CAN_SEND_DATA:
+                raise self._error()
+            await self._endpoint._wait_change()
+
+    def statistics(self) -> ConnectionStatistics:
+        """A frozen snapshot of RTT, congestion and counters."""
+        return self._core.statistics()
+
+    async def aclose(self) -> None:
+        """Graceful close: waits until everything sent was delivered and the peer was told."""
+        core = self._core
+        core.close(anyio.current_time())
+        self._endpoint._after_app_action(core)
+        while core.state in (ConnectionState.SHUTTING_DOWN, ConnectionState.CONFIRMING,
+                             ConnectionState.ESTABLISHED):
+            await self._endpoint._wait_change()
+        await anyio.lowlevel.checkpoint()
+
+    def abort(self, reason: str = "") -> None:
+        """Close at once; undelivered messages are discarded and the peer is told."""
+        self._core.abort(anyio.current_time(), reason=reason)
+        self._endpoint._after_app_action(self._core)
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+@asynccontextmanager
+async def open_endpoint(
+    local_address: tuple[str, int] = ("127.0.0.1", 0),
+    *,
+    identity: Identity | None = None,
+    config: QuantumConfig | None = None,
+    accept: bool = True,
+) -> AsyncIterator[Endpoint]:
+    """Bind a UDP socket and run a Quantum endpoint on it until the block exits.
+
+    Every endpoint can both dial (``connect``) and, unless ``accept=False``, accept.
+    """
+    config = config or QuantumConfig()
+    identity = identity or Identity.generate()
+    host = local_address[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            except OSError:
+                pass
+        try:
+            sock.bind(local_address)
+        except OSError as exc:
+            raise LocalProtocolError(f"cannot bind UDP {host}:{local_address[1]}: {exc.strerror}") from None
+        core = EndpointCore(identity=identity, config=config, accept_connections=accept)
+        endpoint = Endpoint(sock, core)
+        task_group: TaskGroup
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(endpoint._run)
+            try:
+                yield endpoint
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await endpoint.aclose()
+                task_group.cancel_scope.cancel()
+    finally:
+        sock.close()

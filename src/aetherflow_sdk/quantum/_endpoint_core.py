@@ -1,0 +1,221 @@
+"""The sans-I/O endpoint: one UDP socket's worth of connections.
+
+It demultiplexes datagrams by destination connection ID (never by address, so a
+peer whose NAT rebinding changed its port keeps its connection), answers new
+clients statelessly with a RETRY cookie, and creates a server-side connection
+only for an INITIAL that carries a valid cookie. Before that, nothing about a
+client is stored, and every answer is smaller than the padded INITIAL that
+caused it (well under the 3x amplification limit of RFC 9000 §8.1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from aetherflow_sdk._errors import BadPacket
+from aetherflow_sdk._identity import Identity
+from aetherflow_sdk._uuid7 import uuid7
+from aetherflow_sdk.quantum._config import QuantumConfig
+from aetherflow_sdk.quantum._connection import Address, QuantumConnection
+from aetherflow_sdk.quantum._crypto import check_cookie, make_cookie
+from aetherflow_sdk.quantum._handshake import build_retry, parse_initial_untrusted
+from aetherflow_sdk.quantum._stats import EndpointStatistics
+from aetherflow_sdk.quantum._wire import PacketType, parse_header_untrusted
+
+MAX_STATELESS_QUEUE: Final = 1024  # RETRY answers waiting for the socket; more are dropped (flood)
+MAX_CONNECTIONS: Final = 10_000  # a safety cap on live connections per endpoint
+
+
+def _new_cid() -> bytes:
+    return uuid7().bytes
+
+
+class EndpointCore:
+    """All connections of one endpoint, plus the stateless handshake gate."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        config: QuantumConfig,
+        accept_connections: bool = True,
+        cookie_secret: bytes | None = None,
+        cid_factory: Callable[[], bytes] = _new_cid,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.accept_connections = accept_connections
+        self._cookie_secret = cookie_secret or os.urandom(32)
+        self._cid_factory = cid_factory
+        self._max_connections = max_connections
+        self.connections: dict[bytes, QuantumConnection] = {}
+        self._by_client_cid: dict[bytes, QuantumConnection] = {}  # server side: duplicate INITIALs
+        self._stateless_out: deque[tuple[bytes, Address]] = deque()
+        self.accepted: deque[QuantumConnection] = deque()
+        self._awaiting_accept: set[bytes] = set()
+        self._dirty: set[bytes] = set()
+        self._datagrams_received = 0
+        self._datagrams_sent = 0
+        self._bytes_received = 0
+        self._bytes_sent = 0
+        self._bad = 0
+        self._unknown = 0
+        self._retries = 0
+        self._invalid_cookies = 0
+        self._accepted_total = 0
+        self._refused = 0
+
+    def connect(self, address: Address, now: float, *, peer_id: bytes | None = None) -> QuantumConnection:
+        """Start a client connection to ``address`` (``peer_id`` pins the server's identity)."""
+        cid = self._cid_factory()
+        connection = QuantumConnection(
+            config=self.config,
+            identity=self.identity,
+            local_cid=cid,
+            peer_address=address,
+            now=now,
+            pinned_peer_id=peer_id,
+        )
+        self.connections[cid] = connection
+        self._dirty.add(cid)
+        return connection
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> QuantumConnection | None:
+        """Route one datagram. Returns the connection it reached, if any. Never raises."""
+        self._datagrams_received += 1
+        self._bytes_received += len(data)
+        try:
+            header = parse_header_untrusted(data)
+        except BadPacket:
+            self._bad += 1
+            return None
+        connection = self.connections.get(header.destination_cid)
+        if connection is None and header.packet_type is PacketType.INITIAL:
+            connection = self._by_client_cid.get(header.destination_cid)
+            if connection is None:
+                connection = self._on_new_initial(data, header, address, now)
+                if connection is None:
+                    return None
+        if connection is None:
+            self._unknown += 1
+            return None
+        connection.receive_datagram(data, address, now, header)
+        self._after_input(connection)
+        return connection
+
+    def _on_new_initial(self, data: bytes, header: object, address: Address, now: float) -> QuantumConnection | None:
+        from aetherflow_sdk.quantum._wire import Header
+
+        assert isinstance(header, Header)
+        try:
+            initial = parse_initial_untrusted(data, header)
+        except BadPacket:
+            self._bad += 1
+            return None
+        if not self.accept_connections or len(self.connections) >= self._max_connections:
+            self._refused += 1
+            return None
+        if not initial.cookie:
+            self._send_stateless(build_retry(initial.client_cid, make_cookie(
+                self._cookie_secret, address, initial.binding, now)), address)
+            self._retries += 1
+            return None
+        if not check_cookie(self._cookie_secret, initial.cookie, address, initial.binding, now):
+            self._invalid_cookies += 1
+            return None
+        cid = self._cid_factory()
+        try:
+            connection = QuantumConnection(
+                config=self.config, identity=self.identity, local_cid=cid, peer_address=address, now=now,
+                initial=initial,
+            )
+        except BadPacket:  # e.g. a low-order ephemeral key
+            self._bad += 1
+            return None
+        self.connections[cid] = connection
+        self._by_client_cid[initial.client_cid] = connection
+        self._awaiting_accept.add(cid)
+        self._accepted_total += 1
+        # The INITIAL itself is consumed by the handshake object; do not feed it again.
+        self._dirty.add(cid)
+        return None
+
+    def _send_stateless(self, packet: bytes, address: Address) -> None:
+        if len(self._stateless_out) < MAX_STATELESS_QUEUE:
+            self._stateless_out.append((packet, address))
+
+    def _after_input(self, connection: QuantumConnection) -> None:
+        cid = connection.local_cid
+        self._dirty.add(cid)
+        if cid in self._awaiting_accept and connection.is_established:
+            self._awaiting_accept.discard(cid)
+            self.accepted.append(connection)
+
+    def mark_dirty(self, connection: QuantumConnection) -> None:
+        """The application queued something on ``connection``: it has output to build."""
+        self._dirty.add(connection.local_cid)
+
+    def get_timer(self) -> float | None:
+        """The earliest timer of any connection."""
+        timers = [t for c in self.connections.values() if (t := c.get_timer()) is not None]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        for cid, connection in list(self.connections.items()):
+            timer = connection.get_timer()
+            if timer is not None and now >= timer:
+                connection.handle_timer(now)
+                self._dirty.add(cid)
+                self._after_input(connection)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Everything to send now: stateless answers, then each busy connection's packets."""
+        out: list[tuple[bytes, Address]] = list(self._stateless_out)
+        self._stateless_out.clear()
+        dirty = self._dirty
+        self._dirty = set()
+        for cid in dirty:
+            connection = self.connections.get(cid)
+            if connection is None:
+                continue
+            batch = connection.datagrams_to_send(now)
+            if batch:
+                out.extend(batch)
+                self._dirty.add(cid)  # it may have more once the socket drains
+            if connection.is_closed:
+                self._forget(connection)
+        self._datagrams_sent += len(out)
+        self._bytes_sent += sum(len(d) for d, _ in out)
+        return out
+
+    def _forget(self, connection: QuantumConnection) -> None:
+        self.connections.pop(connection.local_cid, None)
+        self._dirty.discard(connection.local_cid)
+        self._awaiting_accept.discard(connection.local_cid)
+        for key, value in list(self._by_client_cid.items()):
+            if value is connection:
+                del self._by_client_cid[key]
+
+    def collect_closed(self) -> None:
+        """Drop connections that reached CLOSED."""
+        for connection in [c for c in self.connections.values() if c.is_closed]:
+            self._forget(connection)
+
+    def statistics(self) -> EndpointStatistics:
+        return EndpointStatistics(
+            datagrams_received=self._datagrams_received,
+            datagrams_sent=self._datagrams_sent,
+            bytes_received=self._bytes_received,
+            bytes_sent=self._bytes_sent,
+            bad_packets=self._bad,
+            unknown_connection=self._unknown,
+            retries_sent=self._retries,
+            invalid_cookies=self._invalid_cookies,
+            connections_accepted=self._accepted_total,
+            connections_refused=self._refused,
+            active_connections=len(self.connections),
+        )

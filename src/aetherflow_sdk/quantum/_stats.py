@@ -1,0 +1,105 @@
+"""Frozen statistics records of a connection and an endpoint."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionStatistics:
+    """A snapshot of one connection. Times in seconds, sizes in bytes, rates in bytes/s."""
+
+    state: str
+    """Connection state name (see _states.ConnectionState)."""
+    smoothed_rtt: float
+    """SRTT (RFC 6298)."""
+    rtt_variance: float
+    """RTTVAR (RFC 6298)."""
+    min_rtt: float
+    """Smallest RTT sample."""
+    latest_rtt: float
+    """Most recent RTT sample."""
+    rto: float
+    """Current retransmission timeout, including backoff."""
+    congestion_control: str
+    """Congestion controller name ("newreno", "bbr")."""
+    congestion_state: str
+    """Controller state (slow_start, congestion_avoidance, recovery; STARTUP ... for BBR)."""
+    congestion_window: int
+    """Bytes allowed in flight."""
+    pacing_rate: float
+    """Pacer release rate."""
+    bytes_in_flight: int
+    """Bytes sent, not yet acknowledged or declared lost."""
+    packets_sent: int
+    """DATA packets sent."""
+    packets_received: int
+    """DATA packets received and authenticated."""
+    datagrams_sent: int
+    """UDP datagrams sent (handshake and DATA)."""
+    datagrams_received: int
+    """UDP datagrams received for this connection (including bad ones)."""
+    bytes_sent: int
+    """Bytes on the wire sent (UDP payloads)."""
+    bytes_received: int
+    """Bytes on the wire received (UDP payloads)."""
+    app_bytes_sent: int
+    """Message bytes the application queued."""
+    app_bytes_received: int
+    """Message bytes delivered to the application."""
+    messages_sent: int
+    """Reliable messages queued by the application."""
+    messages_received: int
+    """Reliable messages delivered to the application."""
+    packets_lost: int
+    """Packets declared lost."""
+    packets_retransmitted: int
+    """Lost packets whose content was queued for retransmission (in new packets)."""
+    spurious_retransmissions: int
+    """Packets declared lost and acknowledged afterwards."""
+    rto_count: int
+    """Retransmission timeouts that fired."""
+    bad_packets: int
+    """Datagrams dropped as malformed or failing authentication."""
+    replayed_packets: int
+    """Datagrams dropped because their packet number was already received (replay or duplicate)."""
+    dropped_packets: int
+    """Datagrams dropped as unexpected in the current state."""
+    duplicate_packets: int
+    """Handshake retransmissions received."""
+    unreliable_datagrams_sent: int
+    """Unreliable datagrams sent."""
+    unreliable_datagrams_received: int
+    """Unreliable datagrams received."""
+    unreliable_datagrams_dropped: int
+    """Unreliable datagrams dropped because a queue was full."""
+    path_migrations: int
+    """Times the peer's address changed (NAT rebinding or migration)."""
+
+
+@attrs.frozen(kw_only=True)
+class EndpointStatistics:
+    """A snapshot of an endpoint (its socket and all its connections)."""
+
+    datagrams_received: int
+    """UDP datagrams read from the socket."""
+    datagrams_sent: int
+    """UDP datagrams written to the socket."""
+    bytes_received: int
+    """Bytes read from the socket."""
+    bytes_sent: int
+    """Bytes written to the socket."""
+    bad_packets: int
+    """Datagrams dropped before reaching a connection: not a Quantum header, malformed INITIAL."""
+    unknown_connection: int
+    """Datagrams dropped because no connection has their destination ID."""
+    retries_sent: int
+    """Stateless RETRY answers (address validation) sent."""
+    invalid_cookies: int
+    """INITIALs with a cookie that was forged, expired or for another address."""
+    connections_accepted: int
+    """Server-side connections created after a valid cookie."""
+    connections_refused: int
+    """INITIALs refused because the endpoint was at its connection limit or not accepting."""
+    active_connections: int
+    """Connections currently open."""

@@ -1,0 +1,350 @@
+"""Quantum's wire format: the 32-byte header and the frames inside a packet.
+
+Every byte is documented in docs/protocol.md. Everything that reads bytes from
+the network is named ``*_untrusted`` and can raise only :class:`BadPacket`.
+
+Header (32 bytes, big-endian, authenticated as AEAD associated data)::
+
+    0      u8    version            (VERSION = 1)
+    1      u8    packet type        (PacketType)
+    2      u8    flags              (HeaderFlags)
+    3      u8    fec index          (position in an FEC group; 0 when unprotected)
+    4..19  16 B  destination connection ID (a UUIDv7 chosen by the receiver)
+    20..27 u64   packet number      (never reused within a connection)
+    28..31 u32   fec group          (0 when unprotected)
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+
+from aetherflow_sdk._errors import BadPacket
+from aetherflow_sdk.quantum._messages import Fragment
+
+VERSION: Final = 1
+HEADER = struct.Struct(">BBBB16sQI")
+HEADER_SIZE: Final = HEADER.size
+assert HEADER_SIZE == 32
+AEAD_TAG_SIZE: Final = 16  # ChaCha20-Poly1305 tag (RFC 8439 §2.8)
+MIN_INITIAL_SIZE: Final = 1200  # client INITIALs are padded to this (RFC 9000 §14.1), for the 3x limit
+
+
+class PacketType(enum.IntEnum):
+    INITIAL = 1  # client -> server: ephemeral key, optional cookie (cleartext, padded)
+    RETRY = 2  # server -> client: stateless address-validation cookie
+    SERVER_HELLO = 3  # server -> client: server CID + ephemeral key + sealed identity proof
+    CLIENT_FINISH = 4  # client -> server: sealed client identity proof
+    DATA = 5  # AEAD-sealed frames under the session keys
+    PARITY = 6  # AEAD-sealed FEC parity shard
+
+
+class HeaderFlags(enum.IntFlag):
+    NONE = 0
+    FEC_PROTECTED = 0x01  # this DATA packet belongs to an FEC group
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Header:
+    """The fixed 32-byte packet header."""
+
+    packet_type: PacketType
+    """What the payload is."""
+    destination_cid: bytes
+    """16-byte connection ID of the receiving side (UUIDv7 bytes)."""
+    packet_number: int = 0
+    """Unique per connection and direction; the AEAD nonce is derived from it."""
+    flags: int = 0
+    """HeaderFlags bits."""
+    fec_index: int = 0
+    """Index of this packet within its FEC group."""
+    fec_group: int = 0
+    """FEC group number (0 = none)."""
+
+    def pack(self) -> bytes:
+        return HEADER.pack(
+            VERSION,
+            self.packet_type,
+            self.flags,
+            self.fec_index,
+            self.destination_cid,
+            self.packet_number,
+            self.fec_group,
+        )
+
+
+_PACKET_TYPES = frozenset(int(t) for t in PacketType)
+
+
+def parse_header_untrusted(datagram: bytes) -> Header:
+    """Parse the header of a datagram; raise BadPacket if it is not a Quantum header."""
+    if len(datagram) < HEADER_SIZE:
+        raise BadPacket(f"datagram of {len(datagram)} bytes is shorter than the 32-byte header")
+    version, ptype, flags, fec_index, dcid, pn, fec_group = HEADER.unpack_from(datagram)
+    if version != VERSION:
+        raise BadPacket(f"unknown version {version}")
+    if ptype not in _PACKET_TYPES:
+        raise BadPacket(f"unknown packet type {ptype}")
+    return Header(
+        packet_type=PacketType(ptype),
+        destination_cid=dcid,
+        packet_number=pn,
+        flags=flags,
+        fec_index=fec_index,
+        fec_group=fec_group,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Frames (inside sealed DATA packets)
+# ---------------------------------------------------------------------------
+
+
+class FrameType(enum.IntEnum):
+    PADDING = 0x00
+    PING = 0x01
+    ACK = 0x02
+    MESSAGE = 0x03
+    DATAGRAM = 0x04
+    MAX_DATA = 0x05
+    PATH_CHALLENGE = 0x06
+    PATH_RESPONSE = 0x07
+    CLOSE = 0x08
+    HANDSHAKE_DONE = 0x09
+
+
+# ACK: largest acknowledged packet number (u64), ack delay in microseconds (u32), range
+# count (u16), length of the highest range (u32); then per further range, going down,
+# the gap of missing packet numbers before it (u32) and its length (u32).
+ACK_HEAD = struct.Struct(">QIHI")
+ACK_RANGE = struct.Struct(">II")
+MAX_ACK_RANGES: Final = 32  # bounds an ACK frame to 267 bytes; the oldest gaps are left out
+# MESSAGE: flags (bit0 ordered), sequence, flow offset, message length, fragment offset, data length.
+MESSAGE_HEAD = struct.Struct(">BQQIIH")
+MESSAGE_FRAME_OVERHEAD: Final = 1 + MESSAGE_HEAD.size
+DATAGRAM_HEAD = struct.Struct(">H")
+U64 = struct.Struct(">Q")
+CLOSE_HEAD = struct.Struct(">HH")
+MAX_CLOSE_REASON: Final = 512
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class AckFrame:
+    """Selective acknowledgement: every packet number in ``ranges`` was received."""
+
+    ranges: tuple[range, ...]
+    """Half-open ranges, highest first."""
+    ack_delay: float
+    """Seconds the receiver held this ACK back (RFC 9000 §19.3)."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DatagramFrame:
+    """An unreliable datagram."""
+
+    data: bytes
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class MaxDataFrame:
+    """The receiver's new flow-control limit (connection-wide message offset)."""
+
+    max_data: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PathChallengeFrame:
+    """Asks the peer to echo ``token`` from the path it arrived on (RFC 9000 §8.2)."""
+
+    token: bytes
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PathResponseFrame:
+    """Echo of a PATH_CHALLENGE token."""
+
+    token: bytes
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CloseFrame:
+    """The sender closes the connection; ``error_code`` 0 means a normal close."""
+
+    error_code: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PingFrame:
+    """Elicits an ACK; keeps the path and NAT bindings alive."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class HandshakeDoneFrame:
+    """Server -> client: the handshake is confirmed; the client may stop resending FINISH."""
+
+
+Frame = (
+    AckFrame
+    | Fragment
+    | DatagramFrame
+    | MaxDataFrame
+    | PathChallengeFrame
+    | PathResponseFrame
+    | CloseFrame
+    | PingFrame
+    | HandshakeDoneFrame
+)
+
+PING = PingFrame()
+HANDSHAKE_DONE = HandshakeDoneFrame()
+
+
+class CloseCode(enum.IntEnum):
+    NO_ERROR = 0
+    PROTOCOL_VIOLATION = 1
+    FLOW_CONTROL_ERROR = 2
+    MESSAGE_TOO_LARGE = 3
+    APPLICATION_ABORT = 4
+
+
+def encode_ack(ranges: Sequence[range], ack_delay: float) -> bytes:
+    """ACK frame for ``ranges`` (highest first), truncated to MAX_ACK_RANGES."""
+    ranges = ranges[:MAX_ACK_RANGES]
+    first = ranges[0]
+    parts = [
+        bytes((FrameType.ACK,)),
+        ACK_HEAD.pack(first.stop - 1, min(int(ack_delay * 1_000_000), 0xFFFFFFFF), len(ranges), len(first)),
+    ]
+    previous_start = first.start
+    for r in ranges[1:]:
+        parts.append(ACK_RANGE.pack(previous_start - r.stop, len(r)))
+        previous_start = r.start
+    return b"".join(parts)
+
+
+def encode_message_head(frame_ordered: bool, sequence: int, flow_offset: int,
+                        message_length: int, offset: int, data_length: int) -> bytes:
+    """The fixed part of a MESSAGE frame; the fragment data follows it."""
+    return bytes((FrameType.MESSAGE,)) + MESSAGE_HEAD.pack(
+        1 if frame_ordered else 0, sequence, flow_offset, message_length, offset, data_length
+    )
+
+
+def encode_datagram(data: bytes) -> bytes:
+    return bytes((FrameType.DATAGRAM,)) + DATAGRAM_HEAD.pack(len(data)) + data
+
+
+def encode_max_data(max_data: int) -> bytes:
+    return bytes((FrameType.MAX_DATA,)) + U64.pack(max_data)
+
+
+def encode_path_challenge(token: bytes) -> bytes:
+    return bytes((FrameType.PATH_CHALLENGE,)) + token
+
+
+def encode_path_response(token: bytes) -> bytes:
+    return bytes((FrameType.PATH_RESPONSE,)) + token
+
+
+def encode_close(error_code: int, reason: str) -> bytes:
+    raw = reason.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
+    return bytes((FrameType.CLOSE,)) + CLOSE_HEAD.pack(error_code, len(raw)) + raw
+
+
+ENCODED_PING = bytes((FrameType.PING,))
+ENCODED_HANDSHAKE_DONE = bytes((FrameType.HANDSHAKE_DONE,))
+PATH_TOKEN_SIZE: Final = 8
+
+
+def parse_frames_untrusted(payload: bytes) -> list[Frame]:
+    """Decode the frames of a decrypted DATA payload; raise BadPacket on any malformation."""
+    frames: list[Frame] = []
+    view = memoryview(payload)
+    pos = 0
+    end = len(payload)
+    try:
+        while pos < end:
+            ftype = payload[pos]
+            pos += 1
+            if ftype == FrameType.MESSAGE:
+                flags, seq, flow, mlen, off, dlen = MESSAGE_HEAD.unpack_from(payload, pos)
+                pos += MESSAGE_HEAD.size
+                if pos + dlen > end:
+                    raise BadPacket("MESSAGE frame data runs past the packet")
+                if flags & ~1:
+                    raise BadPacket(f"MESSAGE frame has unknown flags {flags:#x}")
+                frames.append(
+                    Fragment(
+                        ordered=bool(flags & 1),
+                        sequence=seq,
+                        flow_offset=flow,
+                        message_length=mlen,
+                        offset=off,
+                        data=bytes(view[pos : pos + dlen]),
+                    )
+                )
+                pos += dlen
+            elif ftype == FrameType.ACK:
+                largest, delay_us, count, length = ACK_HEAD.unpack_from(payload, pos)
+                pos += ACK_HEAD.size
+                if count == 0 or count > MAX_ACK_RANGES:
+                    raise BadPacket(f"ACK frame with {count} ranges")
+                stop = largest + 1
+                start = stop - length
+                if length == 0 or start < 0:
+                    raise BadPacket("ACK range is empty or below zero")
+                ranges = [range(start, stop)]
+                for _ in range(count - 1):
+                    gap, length = ACK_RANGE.unpack_from(payload, pos)
+                    pos += ACK_RANGE.size
+                    stop = start - gap
+                    start = stop - length
+                    if gap == 0 or length == 0 or start < 0:
+                        raise BadPacket("ACK ranges must be non-empty, disjoint and descending")
+                    ranges.append(range(start, stop))
+                frames.append(AckFrame(ranges=tuple(ranges), ack_delay=delay_us / 1_000_000))
+            elif ftype == FrameType.PADDING:
+                break  # padding runs to the end of the packet
+            elif ftype == FrameType.PING:
+                frames.append(PING)
+            elif ftype == FrameType.DATAGRAM:
+                (dlen,) = DATAGRAM_HEAD.unpack_from(payload, pos)
+                pos += DATAGRAM_HEAD.size
+                if pos + dlen > end:
+                    raise BadPacket("DATAGRAM frame runs past the packet")
+                frames.append(DatagramFrame(data=bytes(view[pos : pos + dlen])))
+                pos += dlen
+            elif ftype == FrameType.MAX_DATA:
+                (value,) = U64.unpack_from(payload, pos)
+                pos += U64.size
+                frames.append(MaxDataFrame(max_data=value))
+            elif ftype in (FrameType.PATH_CHALLENGE, FrameType.PATH_RESPONSE):
+                if pos + PATH_TOKEN_SIZE > end:
+                    raise BadPacket("path frame truncated")
+                token = bytes(view[pos : pos + PATH_TOKEN_SIZE])
+                pos += PATH_TOKEN_SIZE
+                frames.append(
+                    PathChallengeFrame(token=token)
+                    if ftype == FrameType.PATH_CHALLENGE
+                    else PathResponseFrame(token=token)
+                )
+            elif ftype == FrameType.CLOSE:
+                code, rlen = CLOSE_HEAD.unpack_from(payload, pos)
+                pos += CLOSE_HEAD.size
+                if rlen > MAX_CLOSE_REASON or pos + rlen > end:
+                    raise BadPacket("CLOSE frame reason runs past the packet")
+                reason = bytes(view[pos : pos + rlen]).decode("utf-8", "replace")
+                pos += rlen
+                frames.append(CloseFrame(error_code=code, reason=reason))
+            elif ftype == FrameType.HANDSHAKE_DONE:
+                frames.append(HANDSHAKE_DONE)
+            else:
+                raise BadPacket(f"unknown frame type {ftype:#x}")
+    except struct.error as exc:
+        raise BadPacket(f"truncated frame: {exc}") from None
+    return frames

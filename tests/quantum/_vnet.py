@@ -1,0 +1,130 @@
+"""A virtual network on a virtual clock for sans-I/O Quantum endpoints.
+
+Two (or more) :class:`EndpointCore` objects exchange datagrams through a link
+with seeded loss, duplication, reordering (jitter), one-way delay and a
+bandwidth limit. Time jumps to the next event (a datagram arriving or a
+timer), so thousands of packets run in milliseconds, deterministically.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+
+import attrs
+
+from aetherflow_sdk._identity import Identity
+from aetherflow_sdk.quantum._config import QuantumConfig
+from aetherflow_sdk.quantum._endpoint_core import EndpointCore
+
+Address = tuple[str, int]
+
+
+@attrs.define
+class LinkProfile:
+    delay: float = 0.010
+    loss: float = 0.0
+    duplicate: float = 0.0
+    jitter: float = 0.0  # uniform extra delay in [0, jitter): reorders packets
+    rate_bytes_per_s: float | None = None  # None: unlimited
+    # Drop a datagram when the predicate says so (scripted loss), after random loss.
+    drop_if: Callable[[bytes, Address, Address], bool] | None = None
+
+
+@attrs.define
+class LinkCounters:
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+
+
+class VirtualNetwork:
+    def __init__(self, seed: int, profile: LinkProfile | None = None) -> None:
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.profile = profile or LinkProfile()
+        self.now = 1000.0
+        self.endpoints: dict[Address, EndpointCore] = {}
+        self._queue: list[tuple[float, int, bytes, Address, Address]] = []
+        self._order = itertools.count()
+        self._link_free_at: dict[tuple[Address, Address], float] = {}
+        self.counters = LinkCounters()
+        self.trace: list[tuple[float, Address, Address, int]] = []
+
+    def add_endpoint(
+        self, address: Address, *, config: QuantumConfig | None = None, identity: Identity | None = None,
+        accept: bool = True,
+    ) -> EndpointCore:
+        endpoint = EndpointCore(
+            identity=identity or Identity.generate(),
+            config=config or QuantumConfig(),
+            accept_connections=accept,
+            cookie_secret=self.random.randbytes(32),
+        )
+        self.endpoints[address] = endpoint
+        return endpoint
+
+    def inject(self, data: bytes, source: Address, destination: Address, at: float | None = None) -> None:
+        heapq.heappush(self._queue, (self.now if at is None else at, next(self._order), data, source, destination))
+
+    def _transmit(self, data: bytes, source: Address, destination: Address) -> None:
+        p = self.profile
+        self.counters.sent += 1
+        if p.drop_if is not None and p.drop_if(data, source, destination):
+            self.counters.lost += 1
+            return
+        if p.loss and self.random.random() < p.loss:
+            self.counters.lost += 1
+            return
+        depart = self.now
+        if p.rate_bytes_per_s:
+            key = (source, destination)
+            depart = max(self.now, self._link_free_at.get(key, 0.0)) + len(data) / p.rate_bytes_per_s
+            self._link_free_at[key] = depart
+        copies = 2 if p.duplicate and self.random.random() < p.duplicate else 1
+        if copies == 2:
+            self.counters.duplicated += 1
+        for _ in range(copies):
+            arrival = depart + p.delay + (self.random.random() * p.jitter if p.jitter else 0.0)
+            heapq.heappush(self._queue, (arrival, next(self._order), data, source, destination))
+
+    def flush(self) -> None:
+        """Move every endpoint's pending output onto the link."""
+        for address, endpoint in list(self.endpoints.items()):
+            for data, destination in endpoint.datagrams_to_send(self.now):
+                self._transmit(data, address, destination)
+
+    def step(self) -> bool:
+        """Advance to the next event; False when nothing is left to do."""
+        self.flush()
+        timers = [t for e in self.endpoints.values() if (t := e.get_timer()) is not None]
+        next_timer = min(timers) if timers else None
+        next_packet = self._queue[0][0] if self._queue else None
+        if next_timer is None and next_packet is None:
+            return False
+        if next_packet is not None and (next_timer is None or next_packet <= next_timer):
+            arrival, _, data, source, destination = heapq.heappop(self._queue)
+            self.now = max(self.now, arrival)
+            endpoint = self.endpoints.get(destination)
+            if endpoint is not None:
+                self.counters.delivered += 1
+                endpoint.receive_datagram(data, source, self.now)
+        else:
+            assert next_timer is not None
+            self.now = max(self.now, next_timer)
+            for endpoint in self.endpoints.values():
+                endpoint.handle_timer(self.now)
+        return True
+
+    def run_until(self, condition: Callable[[], bool], *, max_time: float = 600.0, max_steps: int = 5_000_000) -> None:
+        deadline = self.now + max_time
+        for _ in range(max_steps):
+            if condition():
+                return
+            if self.now > deadline or not self.step():
+                break
+        if not condition():
+            raise AssertionError(f"condition not reached by t={self.now - 1000.0:.3f}s (seed={self.seed})")
