@@ -10,12 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aetherflow_sdk.quantum._bbr import (
+    _TRANSITIONS,
     CWND_MIN_TARGET_PACKETS,
     MIN_RTT_WINDOW,
     PROBE_RTT_DURATION,
     Bbr,
     DeliveryRateSampler,
     Mode,
+    _Event,
     _WindowedMax,
 )
 from aetherflow_sdk.quantum._congestion import (
@@ -76,9 +78,19 @@ def test_windowed_max_forgets_after_window() -> None:
     for t in range(1, 10):
         assert window.update(t, 10.0) == 100.0  # a lower sample inside the window changes nothing
     # The 100 is more than 10 rounds old: the best of the recent samples takes over.
-    assert window.update(12, 20.0) in (10.0, 20.0)
+    assert window.update(12, 20.0) == 20.0
     assert window.update(30, 5.0) == 5.0
     assert window.update(31, 50.0) == 50.0  # a new max wins at once
+
+
+def test_mode_changes_only_through_the_table() -> None:
+    bbr = Bbr(MSS, 10, rng=random.Random(0))
+    with pytest.raises(RuntimeError, match="STARTUP on QUEUE_DRAINED"):
+        bbr._transition(_Event.QUEUE_DRAINED)
+    assert bbr.mode is Mode.STARTUP
+    # Every mode but PROBE_RTT can be sent to PROBE_RTT; PROBE_RTT leaves by two doors.
+    assert {m for (m, e) in _TRANSITIONS if e is _Event.MIN_RTT_EXPIRED} == set(Mode) - {Mode.PROBE_RTT}
+    assert _TRANSITIONS[(Mode.PROBE_RTT, _Event.PROBED_PIPE_NOT_FULL)] is Mode.STARTUP
 
 
 def test_sampler_rate_is_delivered_over_interval() -> None:
