@@ -177,6 +177,57 @@ def test_a_message_of_exactly_the_window_is_deliverable() -> None:
     assert receiver.next_message() == b"b" * window
 
 
+def test_blocked_signal_unsticks_a_message_needing_the_whole_window() -> None:
+    window = 10_000
+    sender, receiver = pair(max_message_size=window, window=window)
+    sender.queue_message(b"a", ordered=True)
+    sender.queue_message(b"b" * window, ordered=True)
+    (first,) = drain(sender)
+    assert sender.blocked_at == 1 + MESSAGE_FLOW_COST + window
+    receiver.on_fragment(first)
+    assert receiver.next_message() == b"a"
+    # The growth (65 bytes) is far below a quarter window: not announced by itself...
+    assert not receiver.should_send_max_data()
+    assert receiver.max_data_update_available()
+    # ...until the sender reports what it is blocked at.
+    assert sender.should_send_blocked()
+    receiver.on_peer_blocked(sender.blocked_at or 0)
+    sender.on_blocked_sent()
+    assert not sender.should_send_blocked()
+    assert receiver.should_send_max_data()
+    sender.update_peer_max_data(receiver.max_data)
+    receiver.on_max_data_sent()
+    assert not receiver.should_send_max_data() and not receiver.max_data_update_available()
+    assert sender.blocked_at is None and not sender.should_send_blocked()
+    for f in drain(sender, 1400):
+        receiver.on_fragment(f)
+    assert receiver.next_message() == b"b" * window
+
+
+def test_blocked_report_before_the_receiver_can_satisfy_it() -> None:
+    window = 10_000
+    sender, receiver = pair(max_message_size=window, window=window)
+    for size in (1000, 1000, 9000):
+        sender.queue_message(b"x" * size, ordered=True)
+    frags = drain(sender)
+    needed = sender.blocked_at
+    assert needed == 2 * (1000 + MESSAGE_FLOW_COST) + 9000
+    receiver.on_peer_blocked(needed)
+    for f in frags:
+        receiver.on_fragment(f)
+    assert not receiver.should_send_max_data()  # nothing consumed yet: cannot help
+    receiver.next_message()
+    assert receiver.max_data < needed and not receiver.should_send_max_data()
+    receiver.next_message()
+    assert receiver.max_data - window < window // 4  # the quarter-window rule alone would wait
+    assert receiver.max_data >= needed and receiver.should_send_max_data()
+    # A lost report is sent again.
+    sender.on_blocked_sent()
+    assert not sender.should_send_blocked()
+    sender.on_blocked_lost()
+    assert sender.should_send_blocked()
+
+
 def test_empty_messages_use_window_too() -> None:
     window = 1000
     sender, receiver = pair(max_message_size=window, window=window)

@@ -133,6 +133,7 @@ class MessageSender:
         self._unacked: dict[tuple[bool, int], _Outgoing] = {}
         self._retransmit: deque[tuple[_Outgoing, int, int]] = deque()
         self._buffered = 0
+        self._blocked_reported = 0
         self.messages_queued = 0
         """Messages accepted by ``queue_message``."""
         self.bytes_retransmitted = 0
@@ -202,6 +203,38 @@ class MessageSender:
             return False
         msg = self._new[0]
         return msg.flow_offset + msg.length > self._peer_max_data
+
+    @property
+    def blocked_at(self) -> int | None:
+        """The peer max_data the next message needs while blocked by flow control, else None.
+
+        Why it matters: the receiver announces a larger max_data only once it grew by a
+        quarter window, and it cannot know how much the sender needs. A message that
+        needs nearly the whole window can wait behind a small growth that is never
+        announced; telling the receiver this value (as QUIC's DATA_BLOCKED frame does,
+        RFC 9000 §4.1, §19.12) makes it announce as soon as it can satisfy it
+        (``MessageReceiver.on_peer_blocked``).
+        """
+        if not self._new:
+            return None
+        msg = self._new[0]
+        needed = msg.flow_offset + msg.length
+        return needed if needed > self._peer_max_data else None
+
+    def should_send_blocked(self) -> bool:
+        """True when ``blocked_at`` is a value not yet reported to the peer."""
+        needed = self.blocked_at
+        return needed is not None and needed > self._blocked_reported
+
+    def on_blocked_sent(self) -> None:
+        """``blocked_at`` was put in a packet (call again for a retransmission if it is lost)."""
+        needed = self.blocked_at
+        if needed is not None:
+            self._blocked_reported = needed
+
+    def on_blocked_lost(self) -> None:
+        """The packet reporting ``blocked_at`` was lost: report it again."""
+        self._blocked_reported = 0
 
     def next_fragment(self, max_data_bytes: int) -> Fragment | None:
         """The next fragment to send, with at most ``max_data_bytes`` of data (None: nothing to send).
@@ -303,6 +336,7 @@ class MessageReceiver:
         self.receive_window = receive_window
         self._consumed = 0
         self._max_data_sent = receive_window  # the initial window is known to the peer
+        self._peer_blocked_at = 0
         self._held_bytes = 0
         self._partial: dict[tuple[bool, int], _Reassembly] = {}
         self._ready_unordered: deque[bytes] = deque()
@@ -327,8 +361,22 @@ class MessageReceiver:
         return self._held_bytes
 
     def should_send_max_data(self) -> bool:
-        """True when max_data grew by at least a quarter window since last marked sent."""
-        return self.max_data - self._max_data_sent >= self.receive_window // MAX_DATA_UPDATE_FRACTION
+        """True when max_data grew by at least a quarter window since last marked sent, or when it
+        now satisfies what the peer said it is blocked at (``on_peer_blocked``)."""
+        max_data = self._consumed + self.receive_window
+        sent = self._max_data_sent
+        if max_data - sent >= self.receive_window // MAX_DATA_UPDATE_FRACTION:
+            return True
+        return sent < self._peer_blocked_at <= max_data
+
+    def max_data_update_available(self) -> bool:
+        """max_data grew at all since last sent: worth adding to a packet that is sent anyway."""
+        return self._consumed + self.receive_window > self._max_data_sent
+
+    def on_peer_blocked(self, needed_max_data: int) -> None:
+        """The peer reports that its next message needs ``needed_max_data`` (its ``blocked_at``)."""
+        if needed_max_data > self._peer_blocked_at:
+            self._peer_blocked_at = needed_max_data
 
     def on_max_data_sent(self) -> None:
         """The current max_data was put in a packet."""
