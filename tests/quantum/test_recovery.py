@@ -227,6 +227,15 @@ def test_late_ack_within_an_rto_is_recognised_even_with_a_tiny_rtt() -> None:
     assert numbers(late.late_acked) == [1]
 
 
+def test_overlapping_and_empty_ranges() -> None:
+    rec, _, _ = make()
+    for pn in range(10):
+        send(rec, pn, 0.0)
+    out = rec.on_ack_received([range(5, 10), range(0, 7), range(3, 3), range(2, 9)], 0.0, 0.05)
+    assert numbers(out.newly_acked) == list(range(10))
+    assert rec.on_ack_received([range(4, 4)], 0.0, 0.06).newly_acked == []
+
+
 def test_ack_of_unsent_packet_is_a_protocol_violation() -> None:
     rec, _, _ = make()
     send(rec, 0, 0.0)

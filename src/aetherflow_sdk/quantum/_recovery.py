@@ -22,7 +22,7 @@ The rules, in one place:
    as TCP does after an RTO); the pacer and the collapsed window meter the resend.
 
 Cost: packets live in a dict keyed by packet number plus a "lowest outstanding"
-cursor. An ACK range is clipped to ``[lowest outstanding, largest sent]`` before
+cursor. ACK ranges are merged, then clipped to ``[lowest outstanding, largest sent]`` before
 it is walked, and rule 4 with ``packet_threshold`` keeps at most
 ``packet_threshold - 1`` unacknowledged packets below the largest acknowledged
 one, so an ACK costs O(newly acked + ranges + packet_threshold), not O(sent).
@@ -193,7 +193,7 @@ class LossRecovery:
         lowest = self._lowest
         top = self.largest_sent + 1
         pop = sent.pop
-        for r in sorted(ranges, key=_range_start) if len(ranges) > 1 else ranges:
+        for r in _merged(ranges) if len(ranges) > 1 else ranges:
             lo = r.start if r.start > lowest else lowest
             hi = r.stop if r.stop < top else top
             for pn in range(lo, hi):
@@ -357,3 +357,18 @@ class LossRecovery:
 
 def _range_start(r: range) -> int:
     return r.start
+
+
+def _merged(ranges: Sequence[range]) -> list[range]:
+    """Ascending, with overlapping ranges merged: a peer repeating a range must not make us
+    walk it twice."""
+    out: list[range] = []
+    for r in sorted(ranges, key=_range_start):
+        if not r:
+            continue
+        if out and r.start <= out[-1].stop:
+            if r.stop > out[-1].stop:
+                out[-1] = range(out[-1].start, r.stop)
+        else:
+            out.append(r)
+    return out
