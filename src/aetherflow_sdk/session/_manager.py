@@ -1,0 +1,433 @@
+"""The session manager: sans-I/O, driven by ``now``.
+
+It holds every live session of a node or relay, indexed three ways in dicts
+(session ID, connection ID, user), so that each lookup is O(1). Time only moves
+when the caller says so: every method that depends on time takes ``now``, and
+expiry is driven the aioquic way, by :meth:`SessionManager.get_timer` and
+:meth:`SessionManager.handle_timer`.
+
+``now`` is **Unix time in seconds** (``time.time()`` in the async shell), not a
+monotonic clock: sessions outlive the process (they are persisted) and end no
+later than their token's ``exp``, which is Unix time too.
+
+Timers use one heap with lazy deletion. A heartbeat does not touch the heap: it
+only moves the session's expiry later. When an entry comes due, the session is
+checked; if its deadline moved, the entry is pushed again at the new deadline.
+So the heap holds at most two entries per session (expiry and quiet period), a
+heartbeat is O(1), and a sweep of n due sessions is O(n log n).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import itertools
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable, Hashable
+
+import attrs
+
+from aetherflow_sdk._errors import AuthError, LocalProtocolError
+from aetherflow_sdk._uuid7 import uuid7
+from aetherflow_sdk.session._records import (
+    Permission,
+    Session,
+    SessionConfig,
+    SessionManagerStatistics,
+    SessionStateChanged,
+)
+from aetherflow_sdk.session._state import SessionState, Trigger, transition
+from aetherflow_sdk.session._store import LoadedSessions, SessionStore
+
+RESUMPTION_SECRET_LENGTH = 32  # 256 bits: not guessable within any TTL
+
+_EXPIRY = 0
+_QUIET = 1
+
+
+def resumption_hash(session_id: uuid.UUID, secret: bytes) -> bytes:
+    """What is stored instead of a resumption secret: BLAKE2b keyed by the secret, over the session ID.
+
+    Keying by the session ID's bytes binds the secret to that one session: the
+    same secret presented for another session does not match.
+    """
+    return hashlib.blake2b(session_id.bytes, key=secret, digest_size=32, person=b"af-resume-v1").digest()
+
+
+@attrs.frozen(kw_only=True)
+class LoadReport:
+    """What :meth:`SessionManager.load` found in the store."""
+
+    restored: int
+    """Sessions brought back, DISCONNECTING, waiting for their holders to resume them."""
+    expired: int
+    """Stored sessions already past their deadline (deleted from the store)."""
+    corrupt: int
+    """Rows skipped because they were unreadable (see the store's ``LoadedSessions.corrupt``)."""
+    loaded: LoadedSessions
+    """The raw result from the store, with each corrupt row and its problem."""
+
+
+class SessionManager:
+    """Every live session of this node, with its timers. Not thread-safe; one task drives it."""
+
+    def __init__(
+        self,
+        config: SessionConfig | None = None,
+        *,
+        store: SessionStore | None = None,
+        new_session_id: Callable[[], uuid.UUID] = uuid7,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.config = config or SessionConfig()
+        self._store = store
+        self._new_session_id = new_session_id
+        self._random_bytes = random_bytes
+        self._sessions: dict[uuid.UUID, Session] = {}
+        self._by_connection: dict[Hashable, uuid.UUID] = {}
+        self._by_user: dict[str, set[uuid.UUID]] = {}
+        self._timers: list[tuple[float, int, int, uuid.UUID]] = []
+        self._timer_sequence = itertools.count()
+        self._quiet_armed: set[uuid.UUID] = set()
+        self._persisted_expiry: dict[uuid.UUID, float] = {}
+        self._events: deque[SessionStateChanged] = deque()
+        self._by_state = dict.fromkeys(SessionState, 0)
+        self._created = self._resumed = self._expired = self._closed = self._restored = 0
+
+    # -- lookups (O(1)) ------------------------------------------------------------------------------
+
+    def get(self, session_id: uuid.UUID) -> Session | None:
+        """The live session with this ID, or None."""
+        return self._sessions.get(session_id)
+
+    def by_connection(self, connection_id: Hashable) -> Session | None:
+        """The live session carried by this connection, or None."""
+        session_id = self._by_connection.get(connection_id)
+        return None if session_id is None else self._sessions[session_id]
+
+    def by_user(self, user: str) -> tuple[Session, ...]:
+        """Every live session of this user (one user may hold several), oldest first."""
+        ids = self._by_user.get(user)
+        if not ids:
+            return ()
+        return tuple(self._sessions[i] for i in sorted(ids))
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def statistics(self) -> SessionManagerStatistics:
+        """Counters: live sessions per state, and how many were created, resumed, expired, closed."""
+        return SessionManagerStatistics(
+            live=len(self._sessions),
+            by_state={s: n for s, n in self._by_state.items() if s is not SessionState.CLOSED},
+            created=self._created,
+            resumed=self._resumed,
+            expired=self._expired,
+            closed=self._closed,
+            restored=self._restored,
+        )
+
+    def next_event(self) -> SessionStateChanged | None:
+        """The oldest state change not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        user: str,
+        document: str,
+        permission: Permission,
+        holder: bytes,
+        issuer: bytes,
+        token_id: str,
+        not_after: float,
+        connection_id: Hashable,
+        now: float,
+    ) -> tuple[Session, bytes]:
+        """A new CONNECTING session for a verified token, and its resumption secret.
+
+        The secret is returned once, to be sent to the holder; only its hash is
+        kept (and stored). Call :meth:`establish` once the handshake reply is sent.
+        """
+        if connection_id in self._by_connection:
+            raise LocalProtocolError(
+                f"connection {connection_id!r} already carries session {self._by_connection[connection_id]};"
+                " close it before creating another on the same connection"
+            )
+        if not_after <= now:
+            raise LocalProtocolError(f"cannot create a session whose token expired at {not_after}")
+        session_id = self._new_session_id()
+        if session_id in self._sessions:
+            raise LocalProtocolError(f"session ID generator returned {session_id} twice")
+        secret = self._random_bytes(RESUMPTION_SECRET_LENGTH)
+        session = Session(
+            session_id=session_id,
+            user=user,
+            document=document,
+            permission=permission,
+            holder=holder,
+            issuer=issuer,
+            token_id=token_id,
+            state=SessionState.CONNECTING,
+            connection_id=connection_id,
+            created_at=now,
+            last_activity=now,
+            expires_at=now + self.config.handshake_timeout,
+            not_after=not_after,
+            resumption_hash=resumption_hash(session_id, secret),
+        )
+        self._add(session, now)
+        self._created += 1
+        self._persist(session)
+        return session, secret
+
+    def establish(self, session_id: uuid.UUID, now: float) -> Session:
+        """CONNECTING -> ACTIVE: the handshake reply went out. The TTL starts now."""
+        session = self._require(session_id)
+        return self._change(
+            session, Trigger.ESTABLISH, now, expires_at=now + self.config.ttl, last_activity=now
+        )
+
+    def heartbeat(self, session_id: uuid.UUID, now: float) -> float:
+        """The holder is alive: the TTL restarts. Returns the seconds left before the session expires."""
+        session = self._require(session_id)
+        expires_at = max(session.expires_at, now + self.config.ttl)
+        session = self._change(session, Trigger.HEARTBEAT, now, expires_at=expires_at)
+        if expires_at - self._persisted_expiry.get(session_id, 0.0) > self.config.persist_slack:
+            self._persist(session)
+        return max(0.0, session.deadline - now)
+
+    def touch(self, session_id: uuid.UUID, now: float) -> Session:
+        """An application message arrived: activity (IDLE -> ACTIVE), which also proves liveness."""
+        session = self._require(session_id)
+        expires_at = max(session.expires_at, now + self.config.ttl)
+        return self._change(session, Trigger.ACTIVITY, now, last_activity=now, expires_at=expires_at)
+
+    def detach(self, session_id: uuid.UUID, now: float) -> Session:
+        """The connection ended without a session close: keep the session for resumption until its TTL."""
+        session = self._require(session_id)
+        return self._change(session, Trigger.DETACH, now, connection_id=None)
+
+    def resume(
+        self,
+        session_id: uuid.UUID,
+        secret: bytes,
+        *,
+        holder: bytes,
+        connection_id: Hashable,
+        now: float,
+    ) -> tuple[Session, bytes]:
+        """Move a session to a new connection, proven by its resumption secret.
+
+        Returns the session (ACTIVE) and a *new* secret: each secret works once.
+        Raises :class:`AuthError` (``unknown_session``) if there is no such live
+        session or the secret is wrong (the two are not told apart), and
+        ``wrong_holder`` if another node presents it.
+        """
+        session = self._sessions.get(session_id)
+        if session is None or session.deadline <= now:
+            raise AuthError(
+                f"no live session {session_id} to resume (it expired or was closed);"
+                " open a new one with a token",
+                reason="unknown_session",
+            )
+        if not hmac.compare_digest(session.resumption_hash, resumption_hash(session_id, secret)):
+            raise AuthError(
+                f"the resumption secret for session {session_id} is wrong; open a new session with a token",
+                reason="unknown_session",
+            )
+        if not hmac.compare_digest(session.holder, holder):
+            raise AuthError(
+                f"session {session_id} belongs to another node; only the node that opened it may resume it",
+                reason="wrong_holder",
+            )
+        if connection_id in self._by_connection and self._by_connection[connection_id] != session_id:
+            raise LocalProtocolError(f"connection {connection_id!r} already carries another session")
+        new_secret = self._random_bytes(RESUMPTION_SECRET_LENGTH)
+        old_connection = session.connection_id
+        if old_connection is not None:
+            self._by_connection.pop(old_connection, None)
+        self._by_connection[connection_id] = session_id
+        session = self._change(
+            session,
+            Trigger.RESUME,
+            now,
+            connection_id=connection_id,
+            last_activity=now,
+            expires_at=max(session.expires_at, now + self.config.ttl),
+            resumption_hash=resumption_hash(session_id, new_secret),
+        )
+        self._resumed += 1
+        self._persist(session)
+        return session, new_secret
+
+    def close(self, session_id: uuid.UUID, now: float) -> Session:
+        """End a session on purpose (either side asked). Returns its final, CLOSED snapshot."""
+        session = self._require(session_id)
+        session = self._change(session, Trigger.CLOSE, now)
+        self._closed += 1
+        if self._store is not None:
+            self._store.delete([session_id])
+        return session
+
+    def close_token(self, token_id: str, now: float) -> int:
+        """Close every live session opened with the token ``token_id`` (after revoking it). O(n)."""
+        doomed = [s.session_id for s in self._sessions.values() if s.token_id == token_id]
+        for session_id in doomed:
+            self.close(session_id, now)
+        return len(doomed)
+
+    # -- timers ---------------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The Unix time at which :meth:`handle_timer` has work, or None if no session is live.
+
+        It may be early (a heartbeat moved a deadline later); calling
+        :meth:`handle_timer` early is harmless.
+        """
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Expire sessions past their deadline and make quiet ones IDLE."""
+        expired: list[uuid.UUID] = []
+        config = self.config
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, session_id = heapq.heappop(timers)
+            session = self._sessions.get(session_id)
+            if session is None:
+                continue  # closed since: lazy deletion
+            if kind == _EXPIRY:
+                deadline = session.deadline
+                if deadline <= now:
+                    self._change(session, Trigger.EXPIRE, now)
+                    self._expired += 1
+                    expired.append(session_id)
+                else:
+                    self._push(deadline, _EXPIRY, session_id)
+            else:
+                self._quiet_armed.discard(session_id)
+                if session.state is not SessionState.ACTIVE:
+                    continue  # re-armed when it becomes ACTIVE again
+                quiet_at = session.last_activity + config.quiet_period
+                if quiet_at <= now:
+                    self._change(session, Trigger.QUIET, now)
+                else:
+                    self._arm_quiet(session_id, quiet_at)
+        if expired and self._store is not None:
+            self._store.delete(expired)
+
+    # -- persistence ----------------------------------------------------------------------------------
+
+    def load(self, now: float) -> LoadReport:
+        """Bring back the stored sessions still valid at ``now`` (DISCONNECTING). Call once, at start."""
+        if self._store is None:
+            raise LocalProtocolError("this SessionManager has no store to load from")
+        if self._sessions:
+            raise LocalProtocolError("load() must run before any session is created")
+        loaded = self._store.load()
+        dead: list[uuid.UUID] = []
+        for stored in loaded.sessions:
+            if stored.state is SessionState.CLOSED or stored.deadline <= now:
+                dead.append(stored.session_id)
+                continue
+            session = attrs.evolve(stored, state=SessionState.DISCONNECTING, connection_id=None)
+            self._add(session, now)
+            self._persisted_expiry[session.session_id] = session.expires_at
+            self._restored += 1
+        if dead:
+            self._store.delete(dead)
+        return LoadReport(
+            restored=self._restored, expired=len(dead), corrupt=len(loaded.corrupt), loaded=loaded
+        )
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _require(self, session_id: uuid.UUID) -> Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise LocalProtocolError(f"no live session {session_id} (never created, or already CLOSED)")
+        return session
+
+    def _push(self, deadline: float, kind: int, session_id: uuid.UUID) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._timer_sequence), kind, session_id))
+
+    def _arm_quiet(self, session_id: uuid.UUID, at: float) -> None:
+        if session_id not in self._quiet_armed:
+            self._quiet_armed.add(session_id)
+            self._push(at, _QUIET, session_id)
+
+    def _add(self, session: Session, now: float) -> None:
+        session_id = session.session_id
+        self._sessions[session_id] = session
+        if session.connection_id is not None:
+            self._by_connection[session.connection_id] = session_id
+        self._by_user.setdefault(session.user, set()).add(session_id)
+        self._by_state[session.state] += 1
+        self._push(session.deadline, _EXPIRY, session_id)
+        self._events.append(
+            SessionStateChanged(
+                session_id=session_id,
+                user=session.user,
+                document=session.document,
+                old_state=None,
+                new_state=session.state,
+                trigger=None,
+                at=now,
+            )
+        )
+
+    def _remove(self, session: Session) -> None:
+        session_id = session.session_id
+        del self._sessions[session_id]
+        if session.connection_id is not None and self._by_connection.get(session.connection_id) == session_id:
+            del self._by_connection[session.connection_id]
+        users = self._by_user[session.user]
+        users.discard(session_id)
+        if not users:
+            del self._by_user[session.user]
+        self._quiet_armed.discard(session_id)
+        self._persisted_expiry.pop(session_id, None)
+
+    def _change(self, session: Session, trigger: Trigger, now: float, **fields: object) -> Session:
+        """Apply one row of the transition table (raising if there is none) plus field updates."""
+        old_state = session.state
+        new_state = transition(old_state, trigger)
+        if (
+            trigger is Trigger.DETACH
+            and session.connection_id is not None
+            and self._by_connection.get(session.connection_id) == session.session_id
+        ):
+            del self._by_connection[session.connection_id]
+        updated = attrs.evolve(session, state=new_state, **fields)  # type: ignore[arg-type]
+        if new_state is SessionState.CLOSED:
+            self._remove(session)
+        else:
+            self._sessions[session.session_id] = updated
+            if new_state is SessionState.ACTIVE and old_state is not SessionState.ACTIVE:
+                self._arm_quiet(session.session_id, updated.last_activity + self.config.quiet_period)
+        if new_state is not old_state:
+            self._by_state[old_state] -= 1
+            self._by_state[new_state] += 1
+            self._events.append(
+                SessionStateChanged(
+                    session_id=session.session_id,
+                    user=session.user,
+                    document=session.document,
+                    old_state=old_state,
+                    new_state=new_state,
+                    trigger=trigger,
+                    at=now,
+                )
+            )
+        return updated
+
+    def _persist(self, session: Session) -> None:
+        if self._store is not None:
+            self._store.put(session)
+            self._persisted_expiry[session.session_id] = session.expires_at
