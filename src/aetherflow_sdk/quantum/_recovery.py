@@ -22,8 +22,8 @@ The rules, in one place:
    as TCP does after an RTO); the pacer and the collapsed window meter the resend.
 
 Cost: packets live in a dict keyed by packet number plus a "lowest outstanding"
-cursor. ACK ranges are merged, then clipped to ``[lowest outstanding, largest sent]`` before
-it is walked, and rule 4 with ``packet_threshold`` keeps at most
+cursor. ACK ranges are merged, then clipped to ``[lowest outstanding, largest sent]``
+before they are walked, and rule 4 with ``packet_threshold`` keeps at most
 ``packet_threshold - 1`` unacknowledged packets below the largest acknowledged
 one, so an ACK costs O(newly acked + ranges + packet_threshold), not O(sent).
 """
