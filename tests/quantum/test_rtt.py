@@ -61,6 +61,18 @@ def test_ack_delay_subtracted_only_above_min_rtt() -> None:
     assert rtt.smoothed_rtt == pytest.approx(0.875 * before + 0.125 * 0.105)
 
 
+def test_ack_delay_capped_by_max_ack_delay() -> None:
+    rtt = make(max_ack_delay=0.010)
+    rtt.on_sample(0.050)
+    rtt.on_sample(0.100, ack_delay=0.040)  # counted as 0.010: adjusted sample 0.090
+    assert rtt.smoothed_rtt == pytest.approx(0.875 * 0.050 + 0.125 * 0.090)
+    rtt.max_ack_delay = None
+    assert rtt.max_ack_delay is None
+    before = rtt.smoothed_rtt
+    rtt.on_sample(0.100, ack_delay=0.040)  # uncapped now: adjusted sample 0.060
+    assert rtt.smoothed_rtt == pytest.approx(0.875 * before + 0.125 * 0.060)
+
+
 def test_non_positive_samples_ignored() -> None:
     rtt = make()
     rtt.on_sample(0.0)

@@ -29,6 +29,7 @@ class RttEstimator:
         "_granularity",
         "_has_sample",
         "_latest_rtt",
+        "_max_ack_delay",
         "_max_rto",
         "_min_rto",
         "_min_rtt",
@@ -38,7 +39,13 @@ class RttEstimator:
     )
 
     def __init__(
-        self, *, initial_rtt: float, min_rto: float, max_rto: float, granularity: float = 0.001
+        self,
+        *,
+        initial_rtt: float,
+        min_rto: float,
+        max_rto: float,
+        granularity: float = 0.001,
+        max_ack_delay: float | None = None,
     ) -> None:
         if not (initial_rtt > 0 and 0 < min_rto <= max_rto and granularity > 0):
             raise LocalProtocolError(
@@ -48,6 +55,9 @@ class RttEstimator:
             )
         self._min_rto = min_rto
         self._max_rto = max_rto
+        # The peer's promised ACK delay bound; a reported delay is capped by it (RFC 9002 §5.3),
+        # so a peer cannot shrink our RTT estimate by claiming long delays. None: no cap.
+        self._max_ack_delay = max_ack_delay
         self._granularity = granularity
         self._latest_rtt = initial_rtt
         self._smoothed_rtt = initial_rtt
@@ -58,6 +68,16 @@ class RttEstimator:
         self._has_sample = False
         self._backoff = 0
         self._rto = self._compute_rto()  # cached: the connection reads it on every timer query
+
+    @property
+    def max_ack_delay(self) -> float | None:
+        """Cap on the peer's reported ACK delay (None: uncapped)."""
+        return self._max_ack_delay
+
+    @max_ack_delay.setter
+    def max_ack_delay(self, value: float | None) -> None:
+        # Known only once the handshake delivers the peer's transport parameters.
+        self._max_ack_delay = value
 
     @property
     def latest_rtt(self) -> float:
@@ -112,6 +132,8 @@ class RttEstimator:
         if rtt < self._min_rtt:
             self._min_rtt = rtt
         adjusted = rtt
+        if self._max_ack_delay is not None and ack_delay > self._max_ack_delay:
+            ack_delay = self._max_ack_delay
         if ack_delay > 0 and rtt - ack_delay >= self._min_rtt:
             adjusted = rtt - ack_delay
         # RFC 6298 §2.3: RTTVAR first (it uses the old SRTT), then SRTT.
