@@ -357,6 +357,22 @@ def test_a_peer_ignoring_the_window_with_empty_messages_is_a_violation() -> None
         receiver.on_fragment(frag(sequence=99, flow_offset=1024, message_length=0, data=b""))
 
 
+def test_skipping_unordered_sequence_numbers_is_bounded() -> None:
+    receiver = MessageReceiver(max_message_size=1000, receive_window=1000)
+    limit = 1000 // MESSAGE_FLOW_COST + 2
+    offset = 0
+    for i in range(limit + 1):  # sequences 0, 2, 4, ...: every odd one "missing", each consumed
+        receiver.on_fragment(
+            frag(ordered=False, sequence=2 * i, flow_offset=offset, message_length=1, data=b"z")
+        )
+        assert receiver.next_message() == b"z"
+        offset += 1 + MESSAGE_FLOW_COST
+    with pytest.raises(RemoteProtocolError, match="skipped"):
+        receiver.on_fragment(
+            frag(ordered=False, sequence=2 * limit + 2, flow_offset=offset, message_length=1, data=b"z")
+        )
+
+
 @pytest.mark.parametrize("seed", [101, 202, 303])
 def test_lossy_reordering_duplicating_link_delivers_exactly_once(seed: int) -> None:
     """Thousands of messages through a seeded lossy link: each arrives exactly once, ordered ones in order."""

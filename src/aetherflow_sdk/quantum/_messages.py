@@ -343,6 +343,10 @@ class MessageReceiver:
         self._ready_ordered: dict[int, bytes] = {}
         self._next_ordered = 0
         self._done_unordered = RangeSet()  # unordered sequences complete (ready or delivered)
+        # Each gap in _done_unordered is a message not yet arrived; an honest peer's missing
+        # messages lie inside the window and are charged MESSAGE_FLOW_COST each, so there are
+        # at most (window + cost) / cost of them. More means the peer skips sequence numbers.
+        self._max_unordered_gaps = receive_window // MESSAGE_FLOW_COST + 2
         self.duplicates = 0
         """Fragments dropped because their message was already complete or the bytes already held."""
         self.messages_delivered = 0
@@ -421,6 +425,8 @@ class MessageReceiver:
                 raise self._violation(
                     fragment, f"overlapping messages: more than the receive window {self.receive_window} held"
                 )
+            if not ordered and len(self._done_unordered) > self._max_unordered_gaps:
+                raise self._violation(fragment, "unordered sequence numbers skipped beyond the window")
             self._held_bytes += length + MESSAGE_FLOW_COST
             if n == length:
                 # Fast path: the whole message in one fragment, no copy.
