@@ -373,6 +373,16 @@ def test_skipping_unordered_sequence_numbers_is_bounded() -> None:
         )
 
 
+def test_scattered_tiny_fragments_are_bounded() -> None:
+    receiver = MessageReceiver(max_message_size=100_000, receive_window=100_000)
+    length = 32 * 100
+    limit = length // 32 + 16
+    for i in range(limit):
+        receiver.on_fragment(frag(message_length=length, offset=2 * i, data=b"q"))
+    with pytest.raises(RemoteProtocolError, match="scattered"):
+        receiver.on_fragment(frag(message_length=length, offset=2 * limit, data=b"q"))
+
+
 @pytest.mark.parametrize("seed", [101, 202, 303])
 def test_lossy_reordering_duplicating_link_delivers_exactly_once(seed: int) -> None:
     """Thousands of messages through a seeded lossy link: each arrives exactly once, ordered ones in order."""

@@ -53,6 +53,11 @@ from aetherflow_sdk._errors import LocalProtocolError, MessageTooLarge, RemotePr
 from aetherflow_sdk.quantum._ranges import RangeSet
 
 MAX_DATA_UPDATE_FRACTION = 4  # advertise a larger max_data once it grew by window/4 (cf. RFC 9000 §4.2)
+MIN_PART_BYTES = 32
+"""A partial message may hold at most ``length // MIN_PART_BYTES + 16`` disjoint received parts.
+Honest fragments are >= 64 bytes (the connection's MIN_FRAGMENT) except a message's or a
+retransmitted range's tail, so honest peers stay far below; the bound keeps the bookkeeping
+of a reassembly under ~2.5x the message size."""
 MESSAGE_FLOW_COST = 64
 """Flow-control charge per message beyond its bytes: about what CPython spends to hold one
 small message (a bytes header of 33 bytes plus container slots), so the window bounds
@@ -444,6 +449,10 @@ class MessageReceiver:
         if not added:
             self.duplicates += 1
             return
+        if len(partial.received) > length // MIN_PART_BYTES + 16:
+            # Each disjoint received part costs ~70 bytes of bookkeeping; a peer scattering
+            # tiny fragments could otherwise make that dwarf the message itself.
+            raise self._violation(fragment, "message scattered into too many tiny disjoint fragments")
         partial.buffer[offset : offset + n] = data
         partial.received_bytes += added
         if partial.received_bytes == length:
