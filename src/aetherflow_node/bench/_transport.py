@@ -129,6 +129,8 @@ def run_one(contender_name: str, condition: Condition, workload: dict[str, Any])
             server_report, client_report = _run_peers(spec, link.ns_b, link.ns_a, link.address_b)
         link_stats = link.final_statistics
     error = server_report.get("error") or client_report.get("error")
+    if error is None and server_report.get("received", 0) < client_report.get("sent", 0):
+        error = "not everything arrived before the deadline (--timeout)"
     if error is None and not client_report.get("acknowledged"):
         error = "the receiver's final acknowledgement never arrived"
     duration = server_report.get("duration")
