@@ -206,3 +206,20 @@ def test_veth_pair_joins_two_namespaces() -> None:
         assert pair.name_a not in ns_x.ip("-o", "link").stdout
     assert _gone(tag)
     assert os.path.exists("/dev/net/tun")
+
+
+def test_linkem_cli_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
+    from aetherflow_sdk.testing.linkem import main
+
+    assert main(["--delay-ms", "1", "--seconds", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "namespace A: af-" in out and '"a_to_b"' in out
+    name = out.split("namespace A: ")[1].split()[0]
+    assert _gone(name.split("-")[1])
+
+
+def test_linkem_cli_user_mistake_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from aetherflow_sdk.testing.linkem import main
+
+    assert main(["--loss", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "linkem: error: link loss is a probability in [0, 1), got 2.0"
