@@ -37,6 +37,8 @@ class SessionConfig:
     """Told to clients in the handshake. ttl/4 so that three lost heartbeats in a row do not end a session."""
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     """A session still CONNECTING after this long is CLOSED."""
+    timer_granularity: float = attrs.field(default=0.25, validator=_positive)
+    """Width of a timer-wheel bucket: timers fire at most this late. Coarser is cheaper per sweep."""
     persist_slack: float = attrs.field(default=15.0, validator=attrs.validators.ge(0))
     """A heartbeat rewrites the stored expiry only when it moved by more than this, so that
     100k heartbeating sessions do not mean 100k disk writes per interval. After a restart a

@@ -73,14 +73,21 @@ class MemorySessionStore:
     """A :class:`SessionStore` in a dict: for tests and for nodes that need no persistence."""
 
     def __init__(self) -> None:
-        self._sessions: dict[uuid.UUID, Session] = {}
+        # Keyed by the UUID's int: hashing an int is done in C (a sweep deletes 100k at once).
+        self._sessions: dict[int, Session] = {}
 
     def put(self, session: Session) -> None:
-        self._sessions[session.session_id] = session
+        self._sessions[session.session_id.int] = session
+
+    def put_many(self, sessions: Iterable[Session]) -> None:
+        """Insert or replace many sessions (bulk loading, migrations)."""
+        for session in sessions:
+            self.put(session)
 
     def delete(self, session_ids: Iterable[uuid.UUID]) -> None:
+        sessions = self._sessions
         for session_id in session_ids:
-            self._sessions.pop(session_id, None)
+            sessions.pop(session_id.int, None)
 
     def load(self) -> LoadedSessions:
         return LoadedSessions(sessions=tuple(self._sessions.values()), corrupt=())
@@ -136,24 +143,13 @@ class SqliteSessionStore:
         )
 
     def put(self, session: Session) -> None:
-        self._connection.execute(
-            self._put_sql,
-            (
-                str(session.session_id),
-                session.user,
-                session.document,
-                session.permission.value,
-                session.holder,
-                session.issuer,
-                session.token_id,
-                session.state.value,
-                session.created_at,
-                session.last_activity,
-                session.expires_at,
-                session.not_after,
-                session.resumption_hash,
-            ),
-        )
+        self._connection.execute(self._put_sql, _row(session))
+
+    def put_many(self, sessions: Iterable[Session]) -> None:
+        """Insert or replace many sessions in one transaction (bulk loading, migrations)."""
+        with self._connection:
+            self._connection.execute("BEGIN")
+            self._connection.executemany(self._put_sql, map(_row, sessions))
 
     def delete(self, session_ids: Iterable[uuid.UUID]) -> None:
         keys = [(str(session_id),) for session_id in session_ids]
@@ -179,6 +175,24 @@ class SqliteSessionStore:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _row(session: Session) -> tuple[object, ...]:
+    return (
+        str(session.session_id),
+        session.user,
+        session.document,
+        session.permission.value,
+        session.holder,
+        session.issuer,
+        session.token_id,
+        session.state.value,
+        session.created_at,
+        session.last_activity,
+        session.expires_at,
+        session.not_after,
+        session.resumption_hash,
+    )
 
 
 def _text(values: dict[str, Any], name: str) -> str:
