@@ -15,6 +15,11 @@ Bookkeeping for speed: while the text is known to be ASCII, byte offsets are
 code-point offsets and the Python copy of the text is built only on demand.
 Once it holds non-ASCII text, ``_text`` is kept current on every change
 (invariant: ``_ascii or _text is not None``).
+
+pycrdt's text observer costs more than the edit itself and grows with the
+document (measured: 56k -> 20k edits/s on automerge-paper with an empty
+callback), so it is attached only around transactions whose effect we do not
+know (remote updates, undo/redo, seeding). Local edits' deltas are ours.
 """
 
 from __future__ import annotations
@@ -30,15 +35,15 @@ from typing import Any, Literal
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pycrdt import Assoc, Doc, StickyIndex, Text, UndoManager
+from pycrdt import Doc, Text, UndoManager
 
 from aetherflow_sdk._errors import ReplicaError, StorageError
 from aetherflow_sdk.replica._index import (
     apply_ops,
     byte_offset,
-    code_point_offset,
     delta_to_code_points,
 )
+from aetherflow_sdk.replica._sticky import make_sticky, resolve_sticky
 from aetherflow_sdk.replica._store import SqliteStore
 from aetherflow_sdk.replica._wire import parse_state_vector_untrusted
 
@@ -50,6 +55,9 @@ TEXT_ROOT = "text"
 _LOCAL_ORIGIN = "aetherflow.replica.local"
 _REMOTE_ORIGIN = "aetherflow.replica.remote"
 _SEED_ORIGIN = "aetherflow.replica.seed"
+
+DEFAULT_MAX_UNDO_STEPS = 1000
+"""Local transactions kept for undo (older ones are forgotten)."""
 
 UpdateListener = Callable[[bytes, object, bool], None]
 """Called with ``(update, origin, local)`` after every transaction that changed the document."""
@@ -168,6 +176,7 @@ class Replica:
         client_id: int | None = None,
         salvage: bool = False,
         undo_capture_ms: int = 0,
+        max_undo_steps: int = DEFAULT_MAX_UNDO_STEPS,
     ) -> None:
         if not isinstance(doc_id, str) or not doc_id:
             raise ReplicaError(f"doc_id must be a non-empty str, got {doc_id!r}")
@@ -176,6 +185,8 @@ class Replica:
         self._owns_store = False
         self._closed = False
         self._undo_capture_ms = undo_capture_ms
+        self._max_undo_steps = max(1, max_undo_steps)
+        self._undo_steps = 0
         self._subscribers: list[MemoryObjectSendStream[TextChange]] = []
         self._listeners: list[UpdateListener] = []
         self._pending: list[bytes] = []
@@ -189,7 +200,7 @@ class Replica:
         # Transaction bookkeeping: which kind of transaction is running (None means
         # one we did not start: undo/redo), and the text before a local one.
         self._txn_kind: Literal["local", "remote", "seed"] | None = None
-        self._txn_old_text: str | None = None
+        self._local_ops: list[TextChange] = []
         self._remote_origin: object = None
         self._batch_depth = 0
         self._changed = False
@@ -231,6 +242,8 @@ class Replica:
     def _install(self, history: list[tuple[str, bytes]], client_id: int | None) -> None:
         doc: Doc[Any] = Doc(client_id=client_id) if client_id is not None else Doc()
         ytext = doc.get(TEXT_ROOT, type=Text)
+        self._ytext = ytext
+        self._undo_steps = 0
         for label, update in history:
             try:
                 doc.apply_update(update)
@@ -249,10 +262,28 @@ class Replica:
         self._ascii = text.isascii()
         self._text: str | None = text
         self._len = len(text)
-        self._undo = UndoManager(scopes=[ytext], capture_timeout_millis=self._undo_capture_ms)
-        self._undo.include_origin(_LOCAL_ORIGIN)
+        self._undo = self._new_undo_manager(None, None)
         self._doc_subscription = doc.observe(self._on_transaction)
-        self._text_subscription = ytext.observe(self._on_text_event)
+
+    def _new_undo_manager(self, undo_stack: list[Any] | None, redo_stack: list[Any] | None) -> UndoManager:
+        manager = UndoManager(
+            scopes=[self._ytext],
+            capture_timeout_millis=self._undo_capture_ms,
+            undo_stack=undo_stack,
+            redo_stack=redo_stack,
+        )
+        manager.include_origin(_LOCAL_ORIGIN)
+        return manager
+
+    def _trim_undo_history(self) -> None:
+        # yrs slows down as its undo stack grows (automerge-paper: 64k -> 38k edits/s
+        # over 150k edits), and it cannot drop old items in place. So once the stack
+        # may hold 2x the limit, rebuild a manager holding the newest `limit` items:
+        # amortised O(1) per edit.
+        self._undo = self._new_undo_manager(
+            self._undo.undo_stack[-self._max_undo_steps :], self._undo.redo_stack
+        )
+        self._undo_steps = self._max_undo_steps
 
     # -- reading ------------------------------------------------------------------------
 
@@ -353,14 +384,25 @@ class Replica:
             self._end_local()
 
     def _begin_local(self) -> None:
-        self._txn_old_text = None if self._ascii else self._text
         self._txn_kind = "local"
         self._batch_depth = 1
 
     def _end_local(self) -> None:
         self._batch_depth = 0
         self._txn_kind = None
-        self._txn_old_text = None
+        if self._undo_steps >= 2 * self._max_undo_steps:
+            self._trim_undo_history()
+        changes, self._local_ops = self._local_ops, []
+        for change in changes:
+            self._emit(change)
+
+    @contextmanager
+    def _observing_text(self) -> Iterator[None]:
+        subscription = self._ytext.observe(self._on_text_event)
+        try:
+            yield
+        finally:
+            self._ytext.unobserve(subscription)
 
     def _edit(self, index: int, length: int, text: str) -> None:
         self._check_open()
@@ -386,11 +428,23 @@ class Replica:
 
     def _edit_in_transaction(self, index: int, length: int, text: str) -> None:
         ytext = self._ytext
+        if self._subscribers:
+            delta: list[DeltaOp] = [Retain(count=index)] if index else []
+            if length:
+                delta.append(Delete(count=length))
+            if text:
+                delta.append(Insert(text=text))
+            self._local_ops.append(TextChange(delta=tuple(delta), local=True, origin=None))
+        # The running transaction (we are inside `with doc.transaction()`). Calling the
+        # integrated yrs text with it skips pycrdt's per-call Python transaction
+        # wrappers, which cost as much as the edit itself.
+        raw_txn = self._doc._txn._txn  # type: ignore[union-attr]
+        raw_text = ytext.integrated
         if self._ascii and text.isascii():
             if length:
-                del ytext[index : index + length]
+                raw_text.remove_range(raw_txn, index, length)
             if text:
-                ytext.insert(index, text)
+                raw_text.insert(raw_txn, index, text, None)
             self._text = None
             self._len += len(text) - length
             return
@@ -398,9 +452,9 @@ class Replica:
         start = byte_offset(current, index)
         if length:
             end = start + len(current[index : index + length].encode("utf-8"))
-            del ytext[start:end]
+            raw_text.remove_range(raw_txn, start, end - start)
         if text:
-            ytext.insert(start, text)
+            raw_text.insert(raw_txn, start, text, None)
         self._text = current[:index] + text + current[index + length :]
         self._ascii = self._text.isascii()
         self._len = len(self._text)
@@ -417,7 +471,7 @@ class Replica:
             raise ReplicaError("seed() needs a replica that has never held content")
         self._txn_kind = "seed"
         try:
-            with self._doc.transaction(origin=_SEED_ORIGIN):
+            with self._observing_text(), self._doc.transaction(origin=_SEED_ORIGIN):
                 self._ytext.insert(0, text)
         finally:
             self._txn_kind = None
@@ -430,13 +484,15 @@ class Replica:
         """Undo the last local transaction not yet undone; remote edits are never undone."""
         self._check_open()
         self._check_not_in_batch("undo()")
-        return bool(self._undo.undo())
+        with self._observing_text():
+            return bool(self._undo.undo())
 
     def redo(self) -> bool:
         """Redo the last undone local transaction."""
         self._check_open()
         self._check_not_in_batch("redo()")
-        return bool(self._undo.redo())
+        with self._observing_text():
+            return bool(self._undo.redo())
 
     def can_undo(self) -> bool:
         return bool(self._undo.can_undo())
@@ -458,7 +514,7 @@ class Replica:
         self._remote_origin = origin
         self._changed = False
         try:
-            with self._doc.transaction(origin=_REMOTE_ORIGIN):
+            with self._observing_text(), self._doc.transaction(origin=_REMOTE_ORIGIN):
                 self._doc.apply_update(bytes(update))
         except ValueError as exc:
             raise ReplicaError(f"not a valid Yjs update: {exc}") from exc
@@ -480,23 +536,15 @@ class Replica:
         self._check_open()
         if not 0 <= index <= self._len:
             raise ReplicaError(f"index {index} is outside the text (length {self._len})")
-        offset = index if self._ascii else byte_offset(self.text, index)
-        assoc = Assoc.BEFORE if before else Assoc.AFTER
-        result: dict[str, Any] = StickyIndex.new(self._ytext, offset, assoc).to_json()
-        return result
+        return make_sticky(self._ytext, TEXT_ROOT, self.text, index, before)
 
     def resolve_sticky_index(self, position: object) -> int | None:
         """The current code-point index of a relative position, or None if it cannot be resolved."""
         self._check_open()
         if not isinstance(position, dict):
             return None
-        try:
-            offset = int(StickyIndex.from_json(position, self._ytext).get_index())
-        except Exception:
-            # Positions come from peers (untrusted JSON); any failure means "unknown".
-            return None
-        offset = max(0, offset)
-        return min(self._len, code_point_offset(self.text, offset))
+        known = parse_state_vector_untrusted(self.state_vector())
+        return resolve_sticky(self._ytext, TEXT_ROOT, self.text, known, position)
 
     # -- listeners and events -----------------------------------------------------------
 
@@ -529,6 +577,7 @@ class Replica:
         kind = self._txn_kind
         if kind == "local":
             self._local_transactions += 1
+            self._undo_steps += 1
         if self._store is not None:
             self._pending.append(update)
         local = kind != "remote"
@@ -537,34 +586,36 @@ class Replica:
             listener(update, origin, local)
 
     def _on_text_event(self, event: Any) -> None:
-        kind = self._txn_kind
-        old = self._txn_old_text if kind == "local" else None if self._ascii else self._text
+        # Only attached around remote, undo/redo and seed transactions (never local edits).
+        old = None if self._ascii else self._text
         ops = delta_to_code_points(old, event.delta)
-        if kind != "local":
-            inserted_ascii = True
-            for op, value in ops:
-                if op == "insert":
-                    self._len += len(value)
-                    inserted_ascii = inserted_ascii and value.isascii()
-                elif op == "delete":
-                    self._len -= value
-            if self._ascii and inserted_ascii:
-                self._text = None
-            else:
-                self._text = str(event.target) if old is None else apply_ops(old, ops)
-                self._ascii = self._text.isascii()
-                self._len = len(self._text)
+        inserted_ascii = True
+        for op, value in ops:
+            if op == "insert":
+                self._len += len(value)
+                inserted_ascii = inserted_ascii and value.isascii()
+            elif op == "delete":
+                self._len -= value
+        if self._ascii and inserted_ascii:
+            self._text = None
+        else:
+            self._text = str(event.target) if old is None else apply_ops(old, ops)
+            self._ascii = self._text.isascii()
+            self._len = len(self._text)
         if self._subscribers:
             delta = tuple(
                 Retain(count=v) if op == "retain" else Delete(count=v) if op == "delete" else Insert(text=v)
                 for op, v in ops
             )
-            change = TextChange(delta=delta, local=kind != "remote", origin=self._remote_origin)
-            for send in list(self._subscribers):
-                try:
-                    send.send_nowait(change)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self._subscribers.remove(send)
+            remote = self._txn_kind == "remote"
+            self._emit(TextChange(delta=delta, local=not remote, origin=self._remote_origin))
+
+    def _emit(self, change: TextChange) -> None:
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(change)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.remove(send)
 
     # -- adopting a peer's history (see the sync protocol's foreign-history guard) ------
 
@@ -578,17 +629,14 @@ class Replica:
         self._check_not_in_batch("reset()")
         old_length = self._len
         self._doc.unobserve(self._doc_subscription)
-        self._ytext.unobserve(self._text_subscription)
         self._pending.clear()
         self._seed_client = None
         self._seed_clock = 0
         if self._store is not None:
             self._store.clear(self._doc_id)
         self._install([], None)
-        if old_length and self._subscribers:
-            change = TextChange(delta=(Delete(count=old_length),), local=False, origin=None)
-            for send in list(self._subscribers):
-                send.send_nowait(change)
+        if old_length:
+            self._emit(TextChange(delta=(Delete(count=old_length),), local=False, origin=None))
 
     # -- durability ---------------------------------------------------------------------
 
