@@ -155,6 +155,7 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     message_conditions = list(dict.fromkeys(r.condition for r in results if r.latencies_ms))
     bulk = [r for r in results if r.condition.workload == "bulk"]
@@ -165,25 +166,38 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
     rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.2 * rows), squeeze=False)
     flat = [axis for row in axes for axis in row]
+    # One colour per contender across every panel.
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(r.contender for r in results))
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     for axis, condition in zip(flat, message_conditions, strict=False):
         for result in results:
             if result.condition == condition and result.latencies_ms:
                 ordered = sorted(result.latencies_ms)
                 fractions = [(i + 1) / len(ordered) for i in range(len(ordered))]
-                axis.plot(ordered, fractions, label=result.contender)
+                axis.plot(ordered, fractions, label=result.contender, color=colour[result.contender])
         axis.set_title(condition.label())
         axis.set_xlabel("one-way latency (ms)")
         axis.set_ylabel("fraction of messages")
         axis.set_xscale("log")
+        # Labels at 1-2-5 steps read better than powers of ten for latencies in ms.
+        axis.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="small")
     if bulk:
         axis = flat[len(message_conditions)]
         labels = [f"{r.condition.label()}\n{r.contender}" for r in bulk]
-        axis.bar(range(len(bulk)), [r.goodput_mbit or 0.0 for r in bulk])
+        values = [r.goodput_mbit or 0.0 for r in bulk]
+        axis.bar(range(len(bulk)), values, color=[colour[r.contender] for r in bulk])
+        for x, value in enumerate(values):
+            axis.annotate(f"{value:.1f}", (x, value), ha="center", va="bottom", fontsize="x-small")
         axis.set_xticks(range(len(bulk)), labels, rotation=60, ha="right", fontsize="x-small")
         axis.set_ylabel("goodput (Mbit/s)")
         axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(ScalarFormatter())
+        axis.yaxis.set_minor_formatter(NullFormatter())
         axis.set_title("bulk goodput")
     for axis in flat[panels:]:
         axis.set_visible(False)
