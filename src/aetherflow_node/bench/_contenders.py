@@ -328,7 +328,7 @@ class AioquicContender:
 
 def contender_names() -> list[str]:
     """Every contender the harness knows, in table order."""
-    return ["tcp-cubic", "tcp-bbr", "aioquic"]
+    return ["quantum", "quantum-ordered", "tcp-cubic", "tcp-bbr", "aioquic"]
 
 
 def get_contender(name: str) -> Contender:
@@ -337,4 +337,9 @@ def get_contender(name: str) -> Contender:
         return TcpContender(congestion=name.removeprefix("tcp-"))
     if name == "aioquic":
         return AioquicContender()
+    if name in ("quantum", "quantum-ordered"):
+        # Imported only when asked for; ImportError means Quantum cannot run here.
+        from aetherflow_node.bench._contender_quantum import QuantumContender
+
+        return QuantumContender(ordered=name == "quantum-ordered")
     raise KeyError(name)
