@@ -25,6 +25,11 @@ def rng() -> random.Random:
     return random.Random(seed)
 
 
+def make_replica(rng: random.Random, doc_id: str = "d") -> Replica:
+    """A replica whose Yjs client ID comes from the seeded RNG (so a failing seed replays exactly)."""
+    return Replica(doc_id, client_id=rng.randrange(1, 1 << 32))
+
+
 def load_trace(name: str) -> dict[str, Any]:
     path = TRACES / name
     if not path.exists():
@@ -49,6 +54,9 @@ class VirtualNet:
         # (src, dst) -> list of (kind, data) not yet delivered
         self.in_flight: dict[tuple[Hashable, Hashable], list[tuple[str, bytes]]] = {}
         self.delivered = 0
+        self.dead: set[Hashable] = set()
+        self.log: list[tuple[Hashable, Hashable, bytes]] = []
+        """Every delivered message: (source, destination, bytes)."""
 
     def add(self, name: Hashable, replica: Replica, **options: Any) -> SyncProtocol:
         protocol = SyncProtocol(replica, now=self.now, **options)
@@ -61,6 +69,10 @@ class VirtualNet:
         self.in_flight[(a, b)] = []
         self.in_flight[(b, a)] = []
 
+    def sent(self, src: Hashable, dst: Hashable, prefix: bytes) -> int:
+        """How many delivered messages from ``src`` to ``dst`` start with ``prefix``."""
+        return sum(1 for s, d, data in self.log if s == src and d == dst and data.startswith(prefix))
+
     def disconnect(self, a: Hashable, b: Hashable) -> None:
         """Drop the link; whatever was in flight is lost (the connection died)."""
         self.collect()
@@ -69,10 +81,17 @@ class VirtualNet:
         del self.in_flight[(a, b)]
         del self.in_flight[(b, a)]
 
+    def vanish(self, name: Hashable) -> None:
+        """``name`` stops dead: it sends nothing more, what is sent to it is lost, nobody is told."""
+        self.dead.add(name)
+
     def collect(self) -> None:
         for (src, dst), queue in self.in_flight.items():
+            if src in self.dead:
+                continue
             for out in self.nodes[src].messages_for(dst, self.now):
-                queue.append((out.kind, out.data))
+                if dst not in self.dead:
+                    queue.append((out.kind, out.data))
 
     def step(self) -> bool:
         """Deliver one message; False when nothing is in flight."""
@@ -90,6 +109,7 @@ class VirtualNet:
             return True
         self.nodes[dst].receive_message(src, data, self.now)
         self.delivered += 1
+        self.log.append((src, dst, data))
         return True
 
     def run(self, max_steps: int = 100_000) -> int:
@@ -103,11 +123,12 @@ class VirtualNet:
         """Move the virtual clock, firing protocol timers on the way (bounded)."""
         target = self.now + seconds
         for _ in range(100_000):
-            deadlines = [t for p in self.nodes.values() if (t := p.get_timer()) is not None and t <= target]
+            live = [p for name, p in self.nodes.items() if name not in self.dead]
+            deadlines = [t for p in live if (t := p.get_timer()) is not None and t <= target]
             if not deadlines:
                 break
             self.now = max(self.now, min(deadlines))
-            for protocol in self.nodes.values():
+            for protocol in live:
                 timer = protocol.get_timer()
                 if timer is not None and timer <= self.now:
                     protocol.handle_timer(self.now)

@@ -7,9 +7,15 @@ that depends on time takes ``now``. ``_shell.py`` runs it over MessageChannels.
 Rules (each one is tested):
 
 1. On connect each side sends sync step 1 (its state vector); each answers a
-   step 1 with step 2 (exactly what the asker lacks). Both go as *ordered*
-   messages; live updates go *unordered* -- Yjs updates commute, and yrs holds
-   an update whose dependencies have not arrived until they do.
+   step 1 with step 2 (exactly what the asker lacks). Everything that changes
+   the document goes as *ordered* messages on each link. Yjs updates commute in
+   theory, but the installed yrs (pycrdt 0.14.13) mis-integrates updates that
+   arrive before their dependencies: applying a complete set of updates in a
+   shuffled order gave a different text in 277 of 300 random two-writer
+   scenarios (and 0 of 100 when the set is merged first). Per-link order keeps
+   every peer's input causal: a peer forwards updates in the order it
+   integrated them, after the step 2 that covered everything before.
+   ``ordered_updates=False`` sends them unordered (only for a yrs without that bug).
 2. Nothing is pushed to a peer before we have answered its step 1: the step 2
    covers everything up to then, so earlier pushes would be duplicates.
 3. Mesh: an update is never sent back to the peer it came from, and an update
@@ -169,8 +175,10 @@ class SyncProtocol:
         presence_as_datagrams: bool = False,
         max_datagram_size: int = 1200,
         on_foreign_history: Literal["adopt", "refuse"] = "adopt",
+        ordered_updates: bool = True,
     ) -> None:
         self.replica = replica
+        self.ordered_updates = ordered_updates
         self.awareness = Awareness(replica.client_id, now=now, timeout=awareness_timeout)
         self.presence_interval = presence_interval
         self.presence_as_datagrams = presence_as_datagrams
@@ -423,7 +431,8 @@ class SyncProtocol:
         if state.updates:
             updates, state.updates = state.updates, []
             merged = updates[0] if len(updates) == 1 else bytes(merge_updates(*updates))
-            out.append(Outgoing(data=encode_sync_update(merged), kind="unordered"))
+            order: Literal["ordered", "unordered"] = "ordered" if self.ordered_updates else "unordered"
+            out.append(Outgoing(data=encode_sync_update(merged), kind=order))
             self._counters["updates_sent"] += 1
         if state.awareness_dirty and now >= state.next_presence:
             entries = self.awareness.entries(sorted(state.awareness_dirty))
