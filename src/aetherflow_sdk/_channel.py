@@ -10,12 +10,13 @@ tests of upper layers; real-transport tests use Quantum on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Protocol
 
 import anyio
 import attrs
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aetherflow_sdk._errors import ClosedByPeer, ClosedLocally
 
@@ -48,10 +49,10 @@ class MemoryChannel:
     """One end of an in-memory :class:`MessageChannel` pair (tests only)."""
 
     peer_id: bytes
-    _send_messages: ObjectSendStream[bytes]
-    _receive_messages: ObjectReceiveStream[bytes]
-    _send_datagrams: ObjectSendStream[bytes]
-    _receive_datagrams: ObjectReceiveStream[bytes]
+    _send_messages: MemoryObjectSendStream[bytes]
+    _receive_messages: MemoryObjectReceiveStream[bytes]
+    _send_datagrams: MemoryObjectSendStream[bytes]
+    _receive_datagrams: MemoryObjectReceiveStream[bytes]
     _closed: bool = False
 
     async def send(self, data: bytes, *, ordered: bool = True) -> None:
@@ -73,10 +74,9 @@ class MemoryChannel:
     def send_datagram(self, data: bytes) -> None:
         if self._closed:
             raise ClosedLocally("send_datagram() on a channel this side closed")
-        try:
+        # Datagrams are unreliable: a full or closed queue drops them.
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._send_datagrams.send_nowait(bytes(data))
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # datagrams are unreliable: a full or closed queue drops them
 
     async def receive_datagram(self) -> bytes:
         if self._closed:

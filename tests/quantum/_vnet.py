@@ -55,7 +55,11 @@ class VirtualNetwork:
         self.trace: list[tuple[float, Address, Address, int]] = []
 
     def add_endpoint(
-        self, address: Address, *, config: QuantumConfig | None = None, identity: Identity | None = None,
+        self,
+        address: Address,
+        *,
+        config: QuantumConfig | None = None,
+        identity: Identity | None = None,
         accept: bool = True,
     ) -> EndpointCore:
         endpoint = EndpointCore(
@@ -68,7 +72,9 @@ class VirtualNetwork:
         return endpoint
 
     def inject(self, data: bytes, source: Address, destination: Address, at: float | None = None) -> None:
-        heapq.heappush(self._queue, (self.now if at is None else at, next(self._order), data, source, destination))
+        heapq.heappush(
+            self._queue, (self.now if at is None else at, next(self._order), data, source, destination)
+        )
 
     def _transmit(self, data: bytes, source: Address, destination: Address) -> None:
         p = self.profile
@@ -119,7 +125,9 @@ class VirtualNetwork:
                 endpoint.handle_timer(self.now)
         return True
 
-    def run_until(self, condition: Callable[[], bool], *, max_time: float = 600.0, max_steps: int = 5_000_000) -> None:
+    def run_until(
+        self, condition: Callable[[], bool], *, max_time: float = 600.0, max_steps: int = 5_000_000
+    ) -> None:
         deadline = self.now + max_time
         for _ in range(max_steps):
             if condition():

@@ -15,7 +15,7 @@ format is in docs/protocol.md.
 """
 
 # Congestion controllers register themselves on import (see _congestion.py).
-from aetherflow_sdk.quantum import _newreno  # noqa: F401  (registers "newreno")
+from aetherflow_sdk.quantum import _bbr, _newreno  # noqa: F401  (register "bbr", "newreno")
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import (
     ConnectionTerminated,
@@ -27,16 +27,11 @@ from aetherflow_sdk.quantum._endpoint import Connection, Endpoint, open_endpoint
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
-try:  # BBR lands with its own module; register it when present.
-    from aetherflow_sdk.quantum import _bbr  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-
 __all__ = [
     "Connection",
-    "Endpoint",
     "ConnectionStatistics",
     "ConnectionTerminated",
+    "Endpoint",
     "EndpointCore",
     "EndpointStatistics",
     "HandshakeCompleted",

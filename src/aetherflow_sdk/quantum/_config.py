@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from aetherflow_sdk._errors import LocalProtocolError
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise LocalProtocolError(f"QuantumConfig.{attribute.name} must be > 0, got {value!r}")
 

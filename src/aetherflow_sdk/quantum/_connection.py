@@ -30,11 +30,11 @@ import attrs
 from aetherflow_sdk._errors import (
     BadPacket,
     ClosedByPeer,
+    ClosedByProtocolViolation,
     ClosedLocally,
     ConnectionClosed,
     ConnectionTimeout,
     HandshakeFailed,
-    ClosedByProtocolViolation,
     LocalProtocolError,
     MessageTooLarge,
     RemoteProtocolError,
@@ -42,6 +42,7 @@ from aetherflow_sdk._errors import (
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.quantum import _congestion
 from aetherflow_sdk.quantum._config import QuantumConfig
+from aetherflow_sdk.quantum._crypto import PacketProtection
 from aetherflow_sdk.quantum._handshake import (
     ClientHandshake,
     HandshakeResult,
@@ -71,6 +72,7 @@ from aetherflow_sdk.quantum._wire import (
     HEADER_SIZE,
     MESSAGE_FRAME_OVERHEAD,
     AckFrame,
+    BlockedFrame,
     CloseCode,
     CloseFrame,
     DatagramFrame,
@@ -81,6 +83,7 @@ from aetherflow_sdk.quantum._wire import (
     PathChallengeFrame,
     PathResponseFrame,
     encode_ack,
+    encode_blocked,
     encode_close,
     encode_datagram,
     encode_max_data,
@@ -131,6 +134,7 @@ Event = HandshakeCompleted | ConnectionTerminated | PathMigrated
 _CONTROL_MAX_DATA: Final = "max_data"
 _CONTROL_HANDSHAKE_DONE: Final = "handshake_done"
 _CONTROL_PATH_CHALLENGE: Final = "path_challenge"
+_CONTROL_BLOCKED: Final = "blocked"
 
 
 class QuantumConnection:
@@ -163,8 +167,8 @@ class QuantumConnection:
         )
         self._peer_params: TransportParameters | None = None
         self._peer_cid = b""
-        self._send_protection = None
-        self._receive_protection = None
+        self._send_protection: PacketProtection | None = None
+        self._receive_protection: PacketProtection | None = None
 
         # Handshake.
         self._client_hs: ClientHandshake | None = None
@@ -172,6 +176,7 @@ class QuantumConnection:
         self._handshake_out: list[bytes] = []
         self._handshake_timer: float | None = None
         self._handshake_sends = 0
+        self._handshake_retries = 0
         self._initial_sent_at = now
         if initial is None:
             self._client_hs = ClientHandshake(
@@ -185,7 +190,9 @@ class QuantumConnection:
             self._handshake_out.append(self._server_hs.hello_packet)
 
         # Reliability and congestion.
-        self.rtt = RttEstimator(initial_rtt=config.initial_rtt, min_rto=config.min_rto, max_rto=config.max_rto)
+        self.rtt = RttEstimator(
+            initial_rtt=config.initial_rtt, min_rto=config.min_rto, max_rto=config.max_rto
+        )
         self.congestion = _congestion.create(
             config.congestion_control, config.max_datagram_size, config.initial_window_packets
         )
@@ -286,7 +293,9 @@ class QuantumConnection:
         self._check_can_queue()
         room = self.config.max_datagram_size - HEADER_SIZE - AEAD_TAG_SIZE - 3
         if len(data) > room:
-            raise MessageTooLarge(f"datagram of {len(data)} bytes exceeds the {room}-byte limit of one packet")
+            raise MessageTooLarge(
+                f"datagram of {len(data)} bytes exceeds the {room}-byte limit of one packet"
+            )
         if len(self._datagrams_out) >= DATAGRAM_QUEUE:
             self._datagrams_out.popleft()
             self._stats.unreliable_dropped += 1
@@ -325,12 +334,19 @@ class QuantumConnection:
             return
         self._begin_closing(now, error_code, reason or "aborted by the application")
         if self.error is None:
-            self._fail(ClosedLocally(f"connection aborted by this side: {reason or 'no reason given'}",
-                                     error_code=error_code, reason=reason))
+            self._fail(
+                ClosedLocally(
+                    f"connection aborted by this side: {reason or 'no reason given'}",
+                    error_code=error_code,
+                    reason=reason,
+                )
+            )
 
     # ------------------------------------------------------------------ input
 
-    def receive_datagram(self, data: bytes, address: Address, now: float, header: Header | None = None) -> None:
+    def receive_datagram(
+        self, data: bytes, address: Address, now: float, header: Header | None = None
+    ) -> None:
         """Process one datagram from the network. Never raises: bad input is counted and dropped."""
         self._stats.datagrams_received += 1
         self._stats.bytes_received += len(data)
@@ -385,6 +401,8 @@ class QuantumConnection:
             self.rtt.on_sample(now - self._initial_sent_at)
         self._last_received = now
         self._complete_handshake(result, now)
+        if self.is_closed:
+            return
         self._set_state(ConnectionEvent.HELLO_RECEIVED)
         assert self._client_hs.finish_packet is not None
         self._queue_handshake(self._client_hs.finish_packet, now)
@@ -397,6 +415,8 @@ class QuantumConnection:
         self.rtt.on_sample(now - self._initial_sent_at)
         self._last_received = now
         self._complete_handshake(result, now)
+        if self.is_closed:
+            return
         self._set_state(ConnectionEvent.FINISH_RECEIVED)
         self._handshake_done_pending = True
 
@@ -411,9 +431,17 @@ class QuantumConnection:
             send_buffer=self.config.send_buffer,
             initial_peer_max_data=result.peer_params.receive_window,
         )
-        for data, ordered in self._early_messages:
-            self._sender.queue_message(data, ordered)
-        self._early_messages.clear()
+        early, self._early_messages = self._early_messages, []
+        for data, ordered in early:
+            try:
+                self._sender.queue_message(data, ordered)
+            except MessageTooLarge as exc:
+                # Queued before we knew the peer's limits; the peer cannot take it.
+                self._fail(
+                    ClosedLocally(f"a message queued before the handshake is too large for this peer: {exc}")
+                )
+                self._begin_closing(now, CloseCode.MESSAGE_TOO_LARGE, "message too large")
+                return
         self._handshake_timer = None
         self._events.append(HandshakeCompleted(peer_id=result.peer_id))
 
@@ -466,6 +494,11 @@ class QuantumConnection:
             elif isinstance(frame, MaxDataFrame):
                 ack_eliciting = True
                 self._sender.update_peer_max_data(frame.max_data)
+            elif isinstance(frame, BlockedFrame):
+                ack_eliciting = True
+                self._receiver.on_peer_blocked(frame.needed_max_data)
+                if self._receiver.should_send_max_data():
+                    self._max_data_pending = True
             elif isinstance(frame, PathChallengeFrame):
                 ack_eliciting = True
                 self._path_responses.append(frame.token)
@@ -501,7 +534,9 @@ class QuantumConnection:
         self._ack_info_pending = True
         self._ack_eliciting_unacked += 1
         out_of_order = pn != self._largest_received or (
-            len(self._received) > 1 and pn == self._largest_received and self._received.bounds().stop - 1 != pn
+            len(self._received) > 1
+            and pn == self._largest_received
+            and self._received.bounds().stop - 1 != pn
         )
         if self._ack_eliciting_unacked >= self.config.ack_eliciting_threshold or out_of_order:
             self._ack_deadline = now  # RFC 9000 §13.2.1: acknowledge at once
@@ -556,6 +591,8 @@ class QuantumConnection:
                     self._sender.on_fragment_lost(item)
                 elif item == _CONTROL_MAX_DATA:
                     self._max_data_pending = True
+                elif item == _CONTROL_BLOCKED:
+                    self._sender.on_blocked_lost()
                 elif item == _CONTROL_HANDSHAKE_DONE:
                     self._handshake_done_pending = True
                 elif item == _CONTROL_PATH_CHALLENGE and self._path_challenge is not None:
@@ -565,8 +602,9 @@ class QuantumConnection:
         if frame.error_code == CloseCode.NO_ERROR:
             error: ConnectionClosed = ClosedByPeer("the peer closed the connection", reason=frame.reason)
         else:
+            reason = frame.reason or "no reason"
             error = ClosedByPeer(
-                f"the peer closed the connection with error {frame.error_code}: {frame.reason or 'no reason'}",
+                f"the peer closed the connection with error {frame.error_code}: {reason}",
                 error_code=frame.error_code,
                 reason=frame.reason,
             )
@@ -630,8 +668,10 @@ class QuantumConnection:
             self._ping_pending = True
 
     def _queue_handshake(self, packet: bytes, now: float) -> None:
+        """Send the first copy of a handshake flight; the retransmission backoff starts afresh."""
         self._handshake_out.append(packet)
         self._handshake_sends += 1
+        self._handshake_retries = 0
         self._handshake_timer = now + HANDSHAKE_RETRANSMIT_FACTOR * self.config.initial_rtt
 
     def _resend_handshake(self, now: float) -> None:
@@ -645,7 +685,8 @@ class QuantumConnection:
             return
         self._handshake_out.append(packet)
         self._handshake_sends += 1
-        backoff = min(2 ** self._handshake_sends, 64)
+        self._handshake_retries += 1
+        backoff = HANDSHAKE_RETRANSMIT_FACTOR * 2 ** min(self._handshake_retries, 6)
         self._handshake_timer = now + self.config.initial_rtt * backoff
 
     # ------------------------------------------------------------------ output
@@ -657,9 +698,9 @@ class QuantumConnection:
             return out
         address = self.peer_address
         if self._handshake_out:
-            for packet in self._handshake_out:
-                out.append((packet, address))
-                self._count_sent(len(packet), now)
+            for handshake_packet in self._handshake_out:
+                out.append((handshake_packet, address))
+                self._count_sent(len(handshake_packet), now)
             self._handshake_out.clear()
         if self._send_protection is None or self.state is ConnectionState.DRAINING:
             return out
@@ -705,6 +746,7 @@ class QuantumConnection:
             self._sender.has_data_to_send()
             or self._datagrams_out
             or self._max_data_pending
+            or self._sender.should_send_blocked()
             or self._handshake_done_pending
             or self._ping_pending
             or self._path_challenge_pending
@@ -715,7 +757,9 @@ class QuantumConnection:
                 self.congestion.on_app_limited(self.recovery.bytes_in_flight, now)
             return None
         if wants_data:
-            self.pacer.set_rate(self.congestion.pacing_rate)
+            rate = self.congestion.pacing_rate
+            if rate > 0:
+                self.pacer.set_rate(rate)
             pace_at = self.pacer.next_send_time(mds, now)
             if pace_at is not None:
                 self._pacing_deadline = pace_at
@@ -756,6 +800,13 @@ class QuantumConnection:
                 budget -= 9
                 retransmittable.append(_CONTROL_MAX_DATA)
                 self._max_data_pending = False
+            if self._sender.should_send_blocked():
+                needed = self._sender.blocked_at
+                assert needed is not None
+                parts.append(encode_blocked(needed))
+                self._sender.on_blocked_sent()
+                budget -= 9
+                retransmittable.append(_CONTROL_BLOCKED)
             while self._datagrams_out and len(self._datagrams_out[0]) + 3 <= budget:
                 data = self._datagrams_out.popleft()
                 parts.append(encode_datagram(data))
@@ -816,7 +867,9 @@ class QuantumConnection:
         if self.state in ACCEPTS_NEW_MESSAGES:
             return
         if self.error is not None and not isinstance(self.error, ClosedLocally):
-            raise type(self.error)(str(self.error), error_code=self.error.error_code, reason=self.error.reason)
+            raise type(self.error)(
+                str(self.error), error_code=self.error.error_code, reason=self.error.reason
+            )
         raise ClosedLocally("cannot send: this side already closed the connection")
 
     def _maybe_finish_shutdown(self, now: float) -> None:
@@ -826,8 +879,11 @@ class QuantumConnection:
                 self._fail(ClosedLocally("connection closed by this side"))
 
     def _begin_closing(self, now: float, error_code: int, reason: str) -> None:
-        event = ConnectionEvent.ALL_DELIVERED if self.state is ConnectionState.SHUTTING_DOWN and \
-            error_code == CloseCode.NO_ERROR else ConnectionEvent.ABORT
+        event = (
+            ConnectionEvent.ALL_DELIVERED
+            if self.state is ConnectionState.SHUTTING_DOWN and error_code == CloseCode.NO_ERROR
+            else ConnectionEvent.ABORT
+        )
         self._set_state(event)
         if self.state is ConnectionState.CLOSING:
             self._close_frame = encode_close(error_code, reason)
@@ -835,8 +891,11 @@ class QuantumConnection:
             self._drain_deadline = now + DRAIN_RTOS * self.rtt.rto
 
     def _protocol_violation(self, now: float, message: str, code: int = CloseCode.PROTOCOL_VIOLATION) -> None:
-        self._fail(ClosedByProtocolViolation(f"the peer broke the protocol: {message}", error_code=code,
-                                             reason=message))
+        self._fail(
+            ClosedByProtocolViolation(
+                f"the peer broke the protocol: {message}", error_code=code, reason=message
+            )
+        )
         self._begin_closing(now, code, message)
 
     def _timeout(self, message: str) -> None:

@@ -72,7 +72,9 @@ class PacketProtection:
         try:
             return self._aead.decrypt(self._nonce(packet_number), datagram[header_size:], header)
         except InvalidTag:
-            raise BadPacket("AEAD authentication failed (tampered, replayed under another key, or wrong key)") from None
+            raise BadPacket(
+                "AEAD authentication failed (tampered, replayed under another key, or wrong key)"
+            ) from None
 
 
 def seal_once(key: bytes, header: bytes, plaintext: bytes) -> bytes:
@@ -138,5 +140,7 @@ def check_cookie(secret: bytes, cookie: bytes, address: tuple[str, int], binding
     (stamp,) = _COOKIE_TIME.unpack_from(cookie)
     if not (0.0 <= now - stamp <= COOKIE_LIFETIME):
         return False
-    expected = hmac.new(secret, cookie[: _COOKIE_TIME.size] + _address_bytes(address) + binding, hashlib.sha256)
+    expected = hmac.new(
+        secret, cookie[: _COOKIE_TIME.size] + _address_bytes(address) + binding, hashlib.sha256
+    )
     return hmac.compare_digest(expected.digest()[:_COOKIE_MAC_SIZE], cookie[_COOKIE_TIME.size :])

@@ -15,7 +15,7 @@ import errno
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import Final
 
@@ -86,7 +86,7 @@ class Endpoint:
         target = _normalize(resolved[0][4])
         core_connection = self._core.connect(target, anyio.current_time(), peer_id=peer_id)
         connection = self._wrap(core_connection)
-        self._flush()
+        self._after_app_action(core_connection)  # sends INITIAL and wakes the task for its timers
         while not core_connection.is_established:
             if core_connection.state not in (ConnectionState.INITIAL_SENT, ConnectionState.HELLO_SENT):
                 raise connection._error()
@@ -314,8 +314,11 @@ class Connection:
         core = self._core
         core.close(anyio.current_time())
         self._endpoint._after_app_action(core)
-        while core.state in (ConnectionState.SHUTTING_DOWN, ConnectionState.CONFIRMING,
-                             ConnectionState.ESTABLISHED):
+        while core.state in (
+            ConnectionState.SHUTTING_DOWN,
+            ConnectionState.CONFIRMING,
+            ConnectionState.ESTABLISHED,
+        ):
             await self._endpoint._wait_change()
         await anyio.lowlevel.checkpoint()
 
@@ -353,10 +356,8 @@ async def open_endpoint(
     try:
         sock.setblocking(False)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
+            with suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            except OSError:
-                pass
         try:
             sock.bind(local_address)
         except OSError as exc:

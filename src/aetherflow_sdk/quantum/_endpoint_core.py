@@ -107,7 +107,9 @@ class EndpointCore:
         self._after_input(connection)
         return connection
 
-    def _on_new_initial(self, data: bytes, header: object, address: Address, now: float) -> QuantumConnection | None:
+    def _on_new_initial(
+        self, data: bytes, header: object, address: Address, now: float
+    ) -> QuantumConnection | None:
         from aetherflow_sdk.quantum._wire import Header
 
         assert isinstance(header, Header)
@@ -120,8 +122,12 @@ class EndpointCore:
             self._refused += 1
             return None
         if not initial.cookie:
-            self._send_stateless(build_retry(initial.client_cid, make_cookie(
-                self._cookie_secret, address, initial.binding, now)), address)
+            self._send_stateless(
+                build_retry(
+                    initial.client_cid, make_cookie(self._cookie_secret, address, initial.binding, now)
+                ),
+                address,
+            )
             self._retries += 1
             return None
         if not check_cookie(self._cookie_secret, initial.cookie, address, initial.binding, now):
@@ -130,7 +136,11 @@ class EndpointCore:
         cid = self._cid_factory()
         try:
             connection = QuantumConnection(
-                config=self.config, identity=self.identity, local_cid=cid, peer_address=address, now=now,
+                config=self.config,
+                identity=self.identity,
+                local_cid=cid,
+                peer_address=address,
+                now=now,
                 initial=initial,
             )
         except BadPacket:  # e.g. a low-order ephemeral key

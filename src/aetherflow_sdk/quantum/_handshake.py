@@ -132,7 +132,11 @@ def parse_initial_untrusted(datagram: bytes, header: Header) -> InitialMessage:
 
 def build_retry(client_cid: bytes, cookie: bytes) -> bytes:
     """The stateless RETRY answer: header + cookie (well under 3x a padded INITIAL)."""
-    return Header(packet_type=PacketType.RETRY, destination_cid=client_cid).pack() + bytes((len(cookie),)) + cookie
+    return (
+        Header(packet_type=PacketType.RETRY, destination_cid=client_cid).pack()
+        + bytes((len(cookie),))
+        + cookie
+    )
 
 
 def parse_retry_untrusted(datagram: bytes) -> bytes:
@@ -158,7 +162,12 @@ class ClientHandshake:
     """The client's half: builds INITIAL and CLIENT_FINISH, checks SERVER_HELLO."""
 
     def __init__(
-        self, *, identity: Identity, client_cid: bytes, params: TransportParameters, pinned_peer_id: bytes | None
+        self,
+        *,
+        identity: Identity,
+        client_cid: bytes,
+        params: TransportParameters,
+        pinned_peer_id: bytes | None,
     ) -> None:
         self._identity = identity
         self.client_cid = client_cid
@@ -172,7 +181,13 @@ class ClientHandshake:
 
     def initial_packet(self) -> bytes:
         header = Header(packet_type=PacketType.INITIAL, destination_cid=self.client_cid).pack()
-        body = self.client_cid + self._ephemeral_public + self._params.encode() + bytes((len(self.cookie),)) + self.cookie
+        body = (
+            self.client_cid
+            + self._ephemeral_public
+            + self._params.encode()
+            + bytes((len(self.cookie),))
+            + self.cookie
+        )
         packet = header + body
         return packet + bytes(MIN_INITIAL_SIZE - len(packet))
 
@@ -240,7 +255,11 @@ class ServerHandshake:
         ephemeral_public = _public_bytes(ephemeral.public_key())
         self._shared = _exchange(ephemeral, initial.ephemeral_public)
         self._transcript = transcript_hash(
-            initial.client_cid, initial.ephemeral_public, initial.params.encode(), server_cid, ephemeral_public
+            initial.client_cid,
+            initial.ephemeral_public,
+            initial.params.encode(),
+            server_cid,
+            ephemeral_public,
         )
         self._keys = derive_handshake_keys(self._shared, self._transcript)
         params_raw = params.encode()
@@ -250,7 +269,9 @@ class ServerHandshake:
         clear = Header(packet_type=PacketType.SERVER_HELLO, destination_cid=initial.client_cid).pack()
         clear += server_cid + ephemeral_public
         # Sealed once and cached: a retransmission resends identical bytes (fixed nonce is safe).
-        self.hello_packet = seal_once(self._keys.server, clear, self._server_id + self._signature + params_raw)
+        self.hello_packet = seal_once(
+            self._keys.server, clear, self._server_id + self._signature + params_raw
+        )
         self.server_cid = server_cid
         self.result: HandshakeResult | None = None
 

@@ -68,11 +68,7 @@ TRANSITIONS: dict[tuple[ConnectionState, ConnectionEvent], ConnectionState] = {
     (S.CLOSING, E.PEER_CLOSED): S.DRAINING,
     (S.CLOSING, E.DRAINED): S.CLOSED,
     (S.DRAINING, E.DRAINED): S.CLOSED,
-    **{
-        (state, E.TIMEOUT): S.CLOSED
-        for state in ConnectionState
-        if state is not S.CLOSED
-    },
+    **{(state, E.TIMEOUT): S.CLOSED for state in ConnectionState if state is not S.CLOSED},
 }
 
 HANDSHAKING = frozenset({S.INITIAL_SENT, S.HELLO_SENT})

@@ -115,6 +115,7 @@ class FrameType(enum.IntEnum):
     PATH_RESPONSE = 0x07
     CLOSE = 0x08
     HANDSHAKE_DONE = 0x09
+    BLOCKED = 0x0A
 
 
 # ACK: largest acknowledged packet number (u64), ack delay in microseconds (u32), range
@@ -157,6 +158,13 @@ class MaxDataFrame:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class BlockedFrame:
+    """The sender's next message needs ``needed_max_data`` (like QUIC's DATA_BLOCKED, RFC 9000 §19.12)."""
+
+    needed_max_data: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class PathChallengeFrame:
     """Asks the peer to echo ``token`` from the path it arrived on (RFC 9000 §8.2)."""
 
@@ -193,6 +201,7 @@ Frame = (
     | Fragment
     | DatagramFrame
     | MaxDataFrame
+    | BlockedFrame
     | PathChallengeFrame
     | PathResponseFrame
     | CloseFrame
@@ -227,8 +236,9 @@ def encode_ack(ranges: Sequence[range], ack_delay: float) -> bytes:
     return b"".join(parts)
 
 
-def encode_message_head(frame_ordered: bool, sequence: int, flow_offset: int,
-                        message_length: int, offset: int, data_length: int) -> bytes:
+def encode_message_head(
+    frame_ordered: bool, sequence: int, flow_offset: int, message_length: int, offset: int, data_length: int
+) -> bytes:
     """The fixed part of a MESSAGE frame; the fragment data follows it."""
     return bytes((FrameType.MESSAGE,)) + MESSAGE_HEAD.pack(
         1 if frame_ordered else 0, sequence, flow_offset, message_length, offset, data_length
@@ -241,6 +251,10 @@ def encode_datagram(data: bytes) -> bytes:
 
 def encode_max_data(max_data: int) -> bytes:
     return bytes((FrameType.MAX_DATA,)) + U64.pack(max_data)
+
+
+def encode_blocked(needed_max_data: int) -> bytes:
+    return bytes((FrameType.BLOCKED,)) + U64.pack(needed_max_data)
 
 
 def encode_path_challenge(token: bytes) -> bytes:
@@ -323,6 +337,10 @@ def parse_frames_untrusted(payload: bytes) -> list[Frame]:
                 (value,) = U64.unpack_from(payload, pos)
                 pos += U64.size
                 frames.append(MaxDataFrame(max_data=value))
+            elif ftype == FrameType.BLOCKED:
+                (value,) = U64.unpack_from(payload, pos)
+                pos += U64.size
+                frames.append(BlockedFrame(needed_max_data=value))
             elif ftype in (FrameType.PATH_CHALLENGE, FrameType.PATH_RESPONSE):
                 if pos + PATH_TOKEN_SIZE > end:
                     raise BadPacket("path frame truncated")
