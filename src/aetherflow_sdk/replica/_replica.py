@@ -35,7 +35,7 @@ from typing import Any, Literal
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pycrdt import Doc, Text, UndoManager
+from pycrdt import Doc, Text, UndoManager, merge_updates
 
 from aetherflow_sdk._errors import ReplicaError, StorageError
 from aetherflow_sdk.replica._index import (
@@ -657,6 +657,9 @@ class Replica:
             pending, self._pending = self._pending, []
             if not pending:
                 return
+            if len(pending) > 1:
+                # One row per group commit, however many transactions it holds.
+                pending = [bytes(merge_updates(*pending))]
             snapshot = None
             if store.wants_compaction(self._doc_id, sum(len(u) for u in pending)):
                 # Taken together with `pending`, so it covers every row being written.
