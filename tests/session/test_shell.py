@@ -267,3 +267,41 @@ async def test_silent_client_times_out(autojump_clock: trio.testing.MockClock) -
     assert [getattr(f, "reason", None) for f in failures] == ["timeout"]
     assert server.statistics().rejected_by_reason == {"timeout": 1}
     await client_end.aclose()
+
+
+async def test_token_expiry_and_revocation_hang_up_live_sessions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = _server()
+    failures: list[BaseException] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run_timers)
+            client_end, server_end = memory_channel_pair((CLIENT, SERVER))
+            nursery.start_soon(_serve_one, server, server_end, _echo, failures)
+            # Heartbeats keep the TTL alive, but the token itself ends in 5 s.
+            async with open_session(client_end, document="doc", token=_token(expires_in=5)) as session:
+                session_id = session.session_id
+                with pytest.raises(ConnectionClosed, match="session expired"):
+                    await session.receive()
+                assert trio.current_time() >= 4
+            assert server.manager.get(session_id) is None
+
+            client_end, server_end = memory_channel_pair((CLIENT, SERVER))
+            nursery.start_soon(_serve_one, server, server_end, _echo, failures)
+            async with open_session(client_end, document="doc", token=_token(token_id="bad-jti")) as session:
+                await session.send(b"x")
+                assert await session.receive() == b"echo:x"
+                assert await server.revoke("bad-jti") == 1
+                with pytest.raises(ConnectionClosed, match="token revoked"):
+                    await session.receive()
+                resumption = session.resumption
+            # Nor can it be resumed, nor the token reused.
+            for kwargs in ({"resume": resumption}, {"token": _token(token_id="bad-jti")}):
+                client_end, server_end = memory_channel_pair((CLIENT, SERVER))
+                nursery.start_soon(_serve_one, server, server_end, _echo, failures)
+                with pytest.raises(AuthError) as info:
+                    async with open_session(client_end, document="doc", **kwargs):  # type: ignore[arg-type]
+                        pass
+                assert info.value.reason in {"unknown_session", "revoked"}
+            nursery.cancel_scope.cancel()

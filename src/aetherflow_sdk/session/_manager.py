@@ -103,7 +103,8 @@ class SessionManager:
         self._buckets: list[int] = []
         self._quiet_armed: set[int] = set()
         self._persisted_expiry: dict[int, float] = {}
-        self._events: deque[_RawEvent] = deque()
+        # Bounded: a node that never drains events must not grow without limit (oldest go first).
+        self._events: deque[_RawEvent] = deque(maxlen=self.config.max_events)
         self._by_state = dict.fromkeys(SessionState, 0)
         self._created = self._resumed = self._expired = self._closed = self._restored = 0
 
@@ -300,12 +301,14 @@ class SessionManager:
             self._store.delete([session_id])
         return session
 
-    def close_token(self, token_id: str, now: float) -> int:
-        """Close every live session opened with the token ``token_id`` (after revoking it). O(n)."""
+    def close_token(self, token_id: str, now: float) -> list[uuid.UUID]:
+        """Close every live session opened with the token ``token_id`` (after revoking it); returns their IDs.
+
+        O(n): revocation is rare, and a per-token index would cost every session memory."""
         doomed = [s.session_id for s in self._sessions.values() if s.token_id == token_id]
         for session_id in doomed:
             self.close(session_id, now)
-        return len(doomed)
+        return doomed
 
     # -- timers ---------------------------------------------------------------------------------------
 
@@ -317,8 +320,12 @@ class SessionManager:
         """
         return self._buckets[0] * self._granularity if self._buckets else None
 
-    def handle_timer(self, now: float) -> None:
-        """Expire sessions past their deadline and make quiet ones IDLE."""
+    def handle_timer(self, now: float) -> list[uuid.UUID]:
+        """Expire sessions past their deadline and make quiet ones IDLE.
+
+        Returns the IDs of the sessions it expired (each also reported as an
+        event), so that the shell can close their connections.
+        """
         expired: list[uuid.UUID] = []
         granularity = self._granularity
         buckets = self._buckets
@@ -375,6 +382,7 @@ class SessionManager:
         self._expired += len(expired)
         if expired and self._store is not None:
             self._store.delete(expired)
+        return expired
 
     # -- persistence ----------------------------------------------------------------------------------
 

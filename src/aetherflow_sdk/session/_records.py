@@ -39,6 +39,8 @@ class SessionConfig:
     """A session still CONNECTING after this long is CLOSED."""
     timer_granularity: float = attrs.field(default=0.25, validator=_positive)
     """Width of a timer-wheel bucket: timers fire at most this late. Coarser is cheaper per sweep."""
+    max_events: int = attrs.field(default=1_000_000, validator=attrs.validators.ge(1))
+    """State-change events kept for :meth:`SessionManager.next_event`; beyond it the oldest are dropped."""
     persist_slack: float = attrs.field(default=15.0, validator=attrs.validators.ge(0))
     """A heartbeat rewrites the stored expiry only when it moved by more than this, so that
     100k heartbeating sessions do not mean 100k disk writes per interval. After a restart a

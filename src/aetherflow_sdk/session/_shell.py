@@ -230,6 +230,17 @@ class SessionChannel:
                         await self.raw.send(encode_frame(FrameKind.CLOSE, b"closed by application"))
             await self.raw.aclose()
 
+    async def _end(self, reason: str) -> None:
+        """Server: the session ended under the connection (expired, revoked): say so and hang up."""
+        if self._closed_locally:
+            return
+        self._closed_locally = True
+        self._ended = ClosedLocally(f"the session ended: {reason}", reason=reason)
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(CLOSE_GRACE), suppress(ConnectionClosed):
+                await self.raw.send(encode_frame(FrameKind.CLOSE, reason.encode()))
+            await self.raw.aclose()
+
     def statistics(self) -> SessionChannelStatistics:
         return SessionChannelStatistics(
             session_id=self.session_id,
@@ -470,6 +481,7 @@ class SessionServer:
         """Unix time in seconds; the only clock the session layer reads."""
         self._connection_ids = itertools.count(1)
         self._timers_changed: anyio.Event | None = None
+        self._live: dict[uuid.UUID, SessionChannel] = {}
         self._accepted = self._resumed = self._rejected = self._writes_denied = 0
         self._rejected_by_reason: dict[str, int] = {}
 
@@ -483,14 +495,31 @@ class SessionServer:
         )
 
     async def run_timers(self) -> None:
-        """Expire and idle sessions on time. Runs until cancelled: start it in your task group."""
-        while True:
-            self._timers_changed = anyio.Event()
-            deadline = self.manager.get_timer()
-            delay = math.inf if deadline is None else max(0.0, deadline - self.clock())
-            with anyio.move_on_after(delay):
-                await self._timers_changed.wait()
-            self.manager.handle_timer(self.clock())
+        """Expire and idle sessions on time, and hang up on expired ones that are still connected.
+
+        Runs until cancelled: start it in your task group.
+        """
+        async with anyio.create_task_group() as hangups:
+            while True:
+                self._timers_changed = anyio.Event()
+                deadline = self.manager.get_timer()
+                delay = math.inf if deadline is None else max(0.0, deadline - self.clock())
+                with anyio.move_on_after(delay):
+                    await self._timers_changed.wait()
+                for session_id in self.manager.handle_timer(self.clock()):
+                    channel = self._live.get(session_id)
+                    if channel is not None:
+                        hangups.start_soon(channel._end, "session expired")
+
+    async def revoke(self, token_id: str) -> int:
+        """Refuse the token ``token_id`` from now on and end its live sessions; returns how many ended."""
+        self.verifier.revoke(token_id)
+        ended = self.manager.close_token(token_id, self.clock())
+        channels = [c for c in map(self._live.get, ended) if c is not None]
+        async with anyio.create_task_group() as hangups:
+            for channel in channels:
+                hangups.start_soon(channel._end, "token revoked")
+        return len(ended)
 
     def _wake_timers(self) -> None:
         if self._timers_changed is not None:
@@ -567,5 +596,13 @@ class SessionServer:
             is_write=self.is_write,
             hooks=_Hooks(self, record.session_id, connection_id),
         )
-        async with _running(session, heartbeats=False):
-            yield session
+        stale = self._live.get(record.session_id)
+        if stale is not None:  # resumed while the old connection still looked alive: hang it up
+            await stale._end("session resumed on another connection")
+        self._live[record.session_id] = session
+        try:
+            async with _running(session, heartbeats=False):
+                yield session
+        finally:
+            if self._live.get(record.session_id) is session:
+                del self._live[record.session_id]
