@@ -239,3 +239,21 @@ def test_statistics_count_states() -> None:
 def test_load_needs_a_store() -> None:
     with pytest.raises(LocalProtocolError, match="no store"):
         make().load(T0)
+
+
+def test_a_connecting_session_cannot_be_resumed() -> None:
+    manager = make()
+    session, secret = manager.create(
+        user="a",
+        document="d",
+        permission=Permission.READ_WRITE,
+        holder=b"\x01" * 32,
+        issuer=b"\x09" * 32,
+        token_id="j",
+        not_after=T0 + 100,
+        connection_id="c1",
+        now=T0,
+    )
+    with pytest.raises(AuthError) as info:
+        manager.resume(session.session_id, secret, holder=b"\x01" * 32, connection_id="c2", now=T0)
+    assert info.value.reason == "unknown_session"

@@ -255,7 +255,8 @@ class SessionManager:
         ``wrong_holder`` if another node presents it.
         """
         session = self._sessions.get(session_id.int)
-        if session is None or session.deadline <= now:
+        # A CONNECTING session has not handed out its secret yet: nothing can prove it.
+        if session is None or session.deadline <= now or session.state is SessionState.CONNECTING:
             raise AuthError(
                 f"no live session {session_id} to resume (it expired or was closed);"
                 " open a new one with a token",

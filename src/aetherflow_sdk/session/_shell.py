@@ -205,7 +205,11 @@ class SessionChannel:
             return await self._inbox_receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             ended = self._ended or ClosedLocally("the session is closed")
-            raise type(ended)(str(ended), error_code=ended.error_code, reason=ended.reason) from None
+            try:  # a fresh exception per call, so tracebacks do not pile up on one instance
+                fresh = type(ended)(str(ended), error_code=ended.error_code, reason=ended.reason)
+            except TypeError:  # a transport subclass with another constructor
+                fresh = ended
+            raise fresh from None
 
     def send_datagram(self, data: bytes) -> None:
         self.raw.send_datagram(data)
