@@ -13,6 +13,7 @@ import trio
 
 from aetherflow_sdk import AuthError, ConnectionClosed, quantum
 from aetherflow_sdk._identity import Identity
+from aetherflow_sdk.replica import is_write_message
 from aetherflow_sdk.session import (
     SessionChannel,
     SessionConfig,
@@ -28,6 +29,10 @@ LOOPBACK = ("127.0.0.1", 0)
 OWNER = Identity.from_private_bytes(bytes(range(32)))
 TIMEOUT = 20  # generous: the machine is shared; a healthy run takes well under a second
 Handler = Callable[[SessionChannel], Awaitable[None]]
+# y-protocols messages, byte by byte: varuint messageSync (0), varuint sync type, varbytes payload.
+YJS_SYNC_STEP1 = b"\x00\x00\x01\x00"  # step 1 with an empty state vector: "what do you have?"
+YJS_SYNC_STEP2 = b"\x00\x01\x02\x00\x00"  # step 2 carrying an (empty) update
+YJS_UPDATE = b"\x00\x02\x02\x00\x00"  # an update
 
 
 async def _echo(session: SessionChannel) -> None:
@@ -91,7 +96,8 @@ class Rig:
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     manager = SessionManager(SessionConfig(ttl=30, quiet_period=10, heartbeat_interval=5))
-    sessions = SessionServer(manager, TokenVerifier([OWNER.node_id]), is_write=lambda p: p.startswith(b"W"))
+    # The replica's own classifier: y-protocols sync step 2 and update are writes.
+    sessions = SessionServer(manager, TokenVerifier([OWNER.node_id]), is_write=is_write_message)
     async with quantum.open_endpoint(LOOPBACK) as server_ep, quantum.open_endpoint(LOOPBACK) as client_ep:
         yield Rig(server_ep, client_ep, sessions)
 
@@ -176,10 +182,11 @@ async def test_read_only_write_drop_over_quantum(rig: Rig) -> None:
             await nursery.start(rig.serve, record)
             conn = await rig.connect()
             async with open_session(conn, document="doc", token=rig.token("ro")) as session:  # type: ignore[arg-type]
-                await session.send(b"W-update")
-                await session.send(b"R-sync-step-1")
-                assert await session.receive() == b"ack:R-sync-step-1"
-                assert session.statistics().writes_denied == 1
+                await session.send(YJS_UPDATE)  # a write: dropped
+                await session.send(YJS_SYNC_STEP2)  # a write: dropped
+                await session.send(YJS_SYNC_STEP1)  # a read: delivered
+                assert await session.receive() == b"ack:" + YJS_SYNC_STEP1
+                assert session.statistics().writes_denied == 2
             nursery.cancel_scope.cancel()
-    assert received == [b"R-sync-step-1"]
-    assert rig.sessions.statistics().writes_denied == 1
+    assert received == [YJS_SYNC_STEP1]
+    assert rig.sessions.statistics().writes_denied == 2
