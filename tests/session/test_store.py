@@ -155,3 +155,23 @@ def test_expiry_sweep_deletes_from_sqlite_in_one_batch(tmp_path: Path) -> None:
     assert len(manager) == 0
     assert store.load().sessions == ()
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_revocations_survive_a_restart_until_they_lapse(tmp_path: Path, kind: str) -> None:
+    from aetherflow_sdk.session import TokenVerifier
+
+    def open_store() -> SqliteSessionStore | MemorySessionStore:
+        return SqliteSessionStore(tmp_path / "r.db") if kind == "sqlite" else memory
+
+    memory = MemorySessionStore()
+    store = open_store()
+    store.add_revocation("jti-forever", float("inf"))
+    store.add_revocation("jti-short", T0 + 10)
+    store.add_revocation("jti-short", T0 + 5)  # a shorter second entry does not shorten it
+    store.close()
+    store = open_store()
+    assert store.revocations(T0) == ["jti-forever", "jti-short"]
+    assert TokenVerifier(revoked=store.revocations(T0)).is_revoked("jti-short")
+    assert store.revocations(T0 + 10) == ["jti-forever"]  # lapsed with the token it revoked
+    store.close()

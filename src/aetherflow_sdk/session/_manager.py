@@ -130,6 +130,11 @@ class SessionManager:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    @property
+    def store(self) -> SessionStore | None:
+        """Where sessions (and revocations) are persisted, if anywhere."""
+        return self._store
+
     def statistics(self) -> SessionManagerStatistics:
         """Counters: live sessions per state, and how many were created, resumed, expired, closed."""
         return SessionManagerStatistics(

@@ -515,9 +515,16 @@ class SessionServer:
                     if channel is not None:
                         hangups.start_soon(channel._end, "session expired")
 
-    async def revoke(self, token_id: str) -> int:
-        """Refuse the token ``token_id`` from now on and end its live sessions; returns how many ended."""
+    async def revoke(self, token_id: str, *, until: float = math.inf) -> int:
+        """Refuse the token ``token_id`` from now on and end its live sessions; returns how many ended.
+
+        With a store, the revocation is persisted until ``until`` (the token's
+        ``exp`` if you know it); build the next verifier with
+        ``TokenVerifier(..., revoked=store.revocations(now))`` after a restart.
+        """
         self.verifier.revoke(token_id)
+        if self.manager.store is not None:
+            self.manager.store.add_revocation(token_id, until)
         ended = self.manager.close_token(token_id, self.clock())
         channels = [c for c in map(self._live.get, ended) if c is not None]
         async with anyio.create_task_group() as hangups:

@@ -65,6 +65,12 @@ class SessionStore(Protocol):
     def load(self) -> LoadedSessions:
         """Every stored session, skipping (and reporting) corrupt rows."""
 
+    def add_revocation(self, token_id: str, until: float) -> None:
+        """Remember that token ``token_id`` is revoked until Unix time ``until`` (its ``exp``, or inf)."""
+
+    def revocations(self, now: float) -> list[str]:
+        """Token IDs still revoked at ``now`` (older entries are forgotten: those tokens expired anyway)."""
+
     def close(self) -> None:
         """Release the store; later calls are errors."""
 
@@ -75,6 +81,7 @@ class MemorySessionStore:
     def __init__(self) -> None:
         # Keyed by the UUID's int: hashing an int is done in C (a sweep deletes 100k at once).
         self._sessions: dict[int, Session] = {}
+        self._revoked: dict[str, float] = {}
 
     def put(self, session: Session) -> None:
         self._sessions[session.session_id.int] = session
@@ -92,6 +99,13 @@ class MemorySessionStore:
     def load(self) -> LoadedSessions:
         return LoadedSessions(sessions=tuple(self._sessions.values()), corrupt=())
 
+    def add_revocation(self, token_id: str, until: float) -> None:
+        self._revoked[token_id] = max(until, self._revoked.get(token_id, until))
+
+    def revocations(self, now: float) -> list[str]:
+        self._revoked = {jti: until for jti, until in self._revoked.items() if until > now}
+        return sorted(self._revoked)
+
     def close(self) -> None:
         pass
 
@@ -100,6 +114,7 @@ class MemorySessionStore:
 
 
 _TABLE = "sessions"
+_REVOKED_TABLE = "revoked_tokens"
 _COLUMNS: dict[str, Any] = {
     "session_id": str,
     "user": str,
@@ -136,6 +151,9 @@ class SqliteSessionStore:
         table = self._db.table(_TABLE)
         if not table.exists():
             table.create(_COLUMNS, pk="session_id")
+        revoked = self._db.table(_REVOKED_TABLE)
+        if not revoked.exists():
+            revoked.create({"token_id": str, "until": float}, pk="token_id")
         # The replace statement is built once; sqlite-utils' upsert() re-inspects the table per call.
         self._put_sql = (
             f"INSERT OR REPLACE INTO [{_TABLE}] ({', '.join(_COLUMNS)}) "
@@ -172,6 +190,19 @@ class SqliteSessionStore:
                 logger.warning("skipping corrupt session row %s in %s: %s", key, self.path, exc)
                 corrupt.append(CorruptRow(key=key, problem=str(exc)))
         return LoadedSessions(sessions=tuple(sessions), corrupt=tuple(corrupt))
+
+    def add_revocation(self, token_id: str, until: float) -> None:
+        # SQLite stores inf as a REAL fine; MAX keeps the longest revocation of a token.
+        self._connection.execute(
+            f"INSERT INTO [{_REVOKED_TABLE}] (token_id, until) VALUES (?, ?)"
+            " ON CONFLICT(token_id) DO UPDATE SET until = MAX(until, excluded.until)",
+            (token_id, until),
+        )
+
+    def revocations(self, now: float) -> list[str]:
+        self._connection.execute(f"DELETE FROM [{_REVOKED_TABLE}] WHERE until <= ?", (now,))
+        rows = self._connection.execute(f"SELECT token_id FROM [{_REVOKED_TABLE}] ORDER BY token_id")
+        return [row[0] for row in rows if isinstance(row[0], str)]
 
     def close(self) -> None:
         self._connection.close()
