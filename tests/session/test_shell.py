@@ -305,3 +305,27 @@ async def test_token_expiry_and_revocation_hang_up_live_sessions(
                         pass
                 assert info.value.reason in {"unknown_session", "revoked"}
             nursery.cancel_scope.cancel()
+
+
+async def test_a_broken_frame_ends_the_session_for_good() -> None:
+    server = _server()
+    failures: list[BaseException] = []
+    outcome: list[BaseException] = []
+
+    async def reader(session: SessionChannel) -> None:
+        try:
+            await session.receive()
+        except ConnectionClosed as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            client_end, server_end = memory_channel_pair((CLIENT, SERVER))
+            nursery.start_soon(_serve_one, server, server_end, reader, failures)
+            async with open_session(client_end, document="doc", token=_token()) as session:
+                session_id = session.session_id
+                await session.raw.send(b"\x09not a frame kind")  # bypass the framing
+                with pytest.raises(ConnectionClosed):
+                    await session.receive()
+    assert len(outcome) == 1 and "broke the session protocol" in str(outcome[0])
+    assert server.manager.get(session_id) is None  # closed, not left resumable

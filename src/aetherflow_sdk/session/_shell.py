@@ -141,6 +141,9 @@ class SessionChannel:
     """A :class:`MessageChannel` that carries one session.
 
     Made by :func:`open_session` or :meth:`SessionServer.accept`, not directly.
+    Keep calling :meth:`receive`: once 64 application messages wait unread, the
+    reader task waits too (backpressure), and so does heartbeat handling, so a
+    server that stops reading lets its sessions run into their TTL.
     """
 
     def __init__(
