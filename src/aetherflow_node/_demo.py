@@ -301,6 +301,10 @@ async def _demo(out: _Output, data_dir: Path, edits: int, seed: int) -> None:
     out("transport statistics (Quantum, per side, handshake included):")
     for line in _statistics_table(stats_a, stats_b):
         out(line)
+    out(
+        "  (wire bytes include the handshake -- B's two INITIALs are padded to 1200 bytes, the first\n"
+        "   one earns a RETRY cookie -- and 48 bytes per packet: 32-byte header + 16-byte AEAD tag)"
+    )
     out()
     out(f"done in {time.monotonic() - started:.2f} s. Next: README.md, docs/architecture.md, examples/.")
 
