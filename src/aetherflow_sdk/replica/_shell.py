@@ -66,7 +66,7 @@ class ReplicaSync:
         self._scopes: dict[PeerKey, anyio.CancelScope] = {}
         self._task_group: TaskGroup | None = None
         self._closing = False
-        self._peer_joined = anyio.Event()
+        self._activity = anyio.Event()
         self._unsubscribe = replica.subscribe_updates(self._on_update)
 
     async def __aenter__(self) -> ReplicaSync:
@@ -117,6 +117,13 @@ class ReplicaSync:
     def presence(self) -> dict[int, PeerPresence]:
         """Remote users' presence, cursors resolved to code points now."""
         return self.protocol.presence()
+
+    @property
+    def activity(self) -> anyio.Event:
+        """An event set the next time something from a peer has been processed (or a timer
+        fired, or a peer came or went). Take it *before* checking your condition, then wait
+        on it: nothing can slip between the check and the wait."""
+        return self._activity
 
     # -- serving one peer -----------------------------------------------------------------
 
@@ -190,6 +197,8 @@ class ReplicaSync:
                     continue
             self.protocol.handle_timer(self._clock())
             self._wake_senders()
+            self._activity.set()
+            self._activity = anyio.Event()
             # The protocol may still report a due deadline (a paced presence whose
             # sender is blocked on backpressure): pause briefly rather than spin.
             with anyio.move_on_after(_TIMER_MIN_PAUSE):
@@ -205,3 +214,5 @@ class ReplicaSync:
     def _wake_all(self) -> None:
         self._wake_senders()
         self._timer_wake.set()
+        self._activity.set()
+        self._activity = anyio.Event()
