@@ -480,3 +480,74 @@ def test_components_transfer_messages_over_lossy_virtual_path(seed: int, loss: f
     assert sorted(got) == sorted(d for _, d in messages), f"seed={seed}"
     if loss:
         assert rec.packets_lost > 0, f"seed={seed}"
+
+
+# -- tail-loss probes (RFC 8985 §7, RFC 9002 §6.2) -------------------------------------------
+
+
+def make_probing(max_probes: int = 2) -> tuple[LossRecovery, RttEstimator, RecordingCC]:
+    rtt = RttEstimator(initial_rtt=0.1, min_rto=0.2, max_rto=60.0)
+    cc = RecordingCC()
+    return LossRecovery(rtt=rtt, congestion=cc, max_probes=max_probes, max_ack_delay=0.025), rtt, cc
+
+
+def test_probe_timeout_is_srtt_plus_4_rttvar_plus_max_ack_delay() -> None:
+    rec, rtt, _ = make_probing()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.040)  # first sample: srtt 40 ms, rttvar 20 ms
+    assert rec.probe_timeout() == pytest.approx(0.040 + 4 * 0.020 + 0.025)
+    send(rec, 1, 0.050)
+    assert rec.loss_detection_timer() == pytest.approx(0.050 + rec.probe_timeout())
+    assert rec.loss_detection_timer() < 0.050 + rtt.rto  # the probe comes before the RTO
+
+
+def test_two_probes_then_the_rto_backstop() -> None:
+    rec, rtt, cc = make_probing()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.040)
+    send(rec, 1, 0.050)
+    pto = rec.probe_timeout()
+    assert pto < rtt.rto < 2 * pto
+
+    first = rec.on_loss_detection_timeout(0.050 + pto)
+    assert first.probe and not first.rto_fired and first.lost == []
+    assert "rto" not in cc.kinds() and "lost" not in cc.kinds() and rec.bytes_in_flight == SIZE
+    t1 = 0.050 + pto
+    send(rec, 2, t1)  # the probe
+    # Backed off, but never later than the RTO would be (RFC 8985 §7.2): 2 x 145 ms > 200 ms.
+    assert rec.loss_detection_timer() == pytest.approx(t1 + rtt.rto)
+    second = rec.on_loss_detection_timeout(t1 + rtt.rto)
+    assert second.probe and second.lost == []
+    t2 = t1 + rtt.rto
+    send(rec, 3, t2)
+    assert rec.probe_count == 2
+    # Both probes unanswered: the RFC 6298 RTO is next, with go-back-N and the window collapse.
+    assert rec.loss_detection_timer() == pytest.approx(t2 + rtt.rto)
+    rto = rec.on_loss_detection_timeout(t2 + rtt.rto)
+    assert rto.rto_fired and not rto.probe and numbers(rto.lost) == [1, 2, 3]
+    assert rec.rto_count == 1 and "rto" in cc.kinds()
+
+
+def test_an_ack_of_new_data_ends_the_probe_backoff() -> None:
+    rec, _rtt, _ = make_probing()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.040)
+    send(rec, 1, 0.050)
+    pto = rec.probe_timeout()
+    assert rec.on_loss_detection_timeout(0.050 + pto).probe
+    send(rec, 2, 0.050 + pto)
+    # The probe's ACK arrives and shows packet 1 missing, sent long enough before the probe
+    # to be lost by the time threshold at once (RACK): no RTO, and probing starts afresh.
+    now = 0.050 + pto + 0.040
+    out = rec.on_ack_received([range(2, 3)], 0.0, now)
+    assert numbers(out.newly_acked) == [2] and numbers(out.lost) == [1]
+    assert rec.rto_count == 0 and rec.loss_detection_timer() is None
+    send(rec, 3, now)
+    assert rec.loss_detection_timer() == pytest.approx(now + rec.probe_timeout())
+
+
+def test_without_probes_the_rto_comes_first() -> None:
+    rec, rtt, _ = make_probing(max_probes=0)
+    send(rec, 0, 0.0)
+    assert rec.loss_detection_timer() == pytest.approx(rtt.rto)
+    assert rec.on_loss_detection_timeout(rtt.rto).rto_fired

@@ -65,11 +65,22 @@ class QuantumConfig:
     keepalive_interval: float = attrs.field(default=10.0, validator=_positive)
     """Send a PING after this long without sending anything (keeps NAT bindings open)."""
 
+    tail_loss_probes: int = attrs.field(default=2)
+    """Probes sent when ACKs stop before the RTO may fire (RACK-TLP, RFC 8985 §7; RFC 9002
+    §6.2). A probe goes out after ``srtt + max(4 rttvar, 1 ms) + max_ack_delay`` (doubled per
+    unanswered probe) and lets loss detection find a lost tail from its ACK, without
+    collapsing the window. 0 keeps the plain RFC 6298 RTO."""
+
     congestion_control: str = attrs.field(default="newreno")
     """Name of the congestion controller: "newreno" (RFC 9002 §7) or "bbr"."""
 
     initial_window_packets: int = attrs.field(default=10, validator=_positive)
     """Initial congestion window in packets (RFC 9002 §7.2)."""
+
+    @tail_loss_probes.validator
+    def _check_probes(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < 0:
+            raise LocalProtocolError(f"QuantumConfig.tail_loss_probes must be >= 0, got {value!r}")
 
     @congestion_control.validator
     def _check_cc(self, attribute: attrs.Attribute[str], value: str) -> None:

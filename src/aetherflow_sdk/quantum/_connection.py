@@ -196,7 +196,12 @@ class QuantumConnection:
         self.congestion = _congestion.create(
             config.congestion_control, config.max_datagram_size, config.initial_window_packets
         )
-        self.recovery = LossRecovery(rtt=self.rtt, congestion=self.congestion)
+        self.recovery = LossRecovery(
+            rtt=self.rtt,
+            congestion=self.congestion,
+            max_probes=config.tail_loss_probes,
+            max_ack_delay=config.max_ack_delay,
+        )
         self.pacer = Pacer(max_datagram_size=config.max_datagram_size)
         self._next_packet_number = 0
         self._pacing_deadline: float | None = None
@@ -227,6 +232,7 @@ class QuantumConnection:
         self._max_data_pending = False
         self._handshake_done_pending = False
         self._ping_pending = False
+        self._probe_pending = False  # a tail-loss probe is due (sent past the window and the pacer)
         self._path_responses: list[bytes] = []
 
         # Path (NAT rebinding).
@@ -659,6 +665,7 @@ class QuantumConnection:
         loss = self.recovery.loss_detection_timer()
         if loss is not None and now >= loss:
             outcome = self.recovery.on_loss_detection_timeout(now)
+            self._probe_pending = self._probe_pending or outcome.probe
             self._on_packets_lost(outcome.lost)
             if outcome.rto_fired and not outcome.lost:
                 self._ping_pending = True
@@ -741,9 +748,11 @@ class QuantumConnection:
             allowance = AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent
             if allowance < mds:
                 return None  # wait for the peer to prove the new path (or send more on it)
-        window_open = self.recovery.bytes_in_flight + mds <= self.congestion.congestion_window
+        probe = self._probe_pending  # RFC 9002 §7.5: a probe is not blocked by the window
+        window_open = probe or self.recovery.bytes_in_flight + mds <= self.congestion.congestion_window
         wants_data = window_open and (
-            self._sender.has_data_to_send()
+            probe
+            or self._sender.has_data_to_send()
             or self._datagrams_out
             or self._max_data_pending
             or self._sender.should_send_blocked()
@@ -756,7 +765,7 @@ class QuantumConnection:
             if window_open and not self._sender.has_data_to_send():
                 self.congestion.on_app_limited(self.recovery.bytes_in_flight, now)
             return None
-        if wants_data:
+        if wants_data and not probe:
             rate = self.congestion.pacing_rate
             if rate > 0:
                 self.pacer.set_rate(rate)
@@ -830,7 +839,14 @@ class QuantumConnection:
                 parts.append(fragment.data)
                 budget -= MESSAGE_FRAME_OVERHEAD + len(fragment.data)
                 retransmittable.append(fragment)
-            if self._ping_pending:
+            if probe:
+                self._probe_pending = False
+                self._stats.tail_loss_probes += 1
+                if not retransmittable and not eliciting:
+                    # No new data: copy the newest outstanding data, so that the probe's ACK
+                    # both delivers it and shows what is missing before it (RFC 8985 §7.3).
+                    budget = self._add_probe_copy(parts, retransmittable, budget)
+            if self._ping_pending or probe:
                 self._ping_pending = False
                 if not retransmittable and not eliciting:
                     parts.append(ENCODED_PING)
@@ -860,6 +876,25 @@ class QuantumConnection:
             # their numbers exist so that an ACK covering them is not taken for a forgery.
             self.recovery.largest_sent = pn
         return packet
+
+    def _add_probe_copy(self, parts: list[bytes], retransmittable: list[object], budget: int) -> int:
+        payload = self.recovery.newest_payload()
+        for item in payload or ():  # type: ignore[attr-defined]
+            if isinstance(item, Fragment) and MESSAGE_FRAME_OVERHEAD + len(item.data) <= budget:
+                parts.append(
+                    encode_message_head(
+                        item.ordered,
+                        item.sequence,
+                        item.flow_offset,
+                        item.message_length,
+                        item.offset,
+                        len(item.data),
+                    )
+                )
+                parts.append(item.data)
+                budget -= MESSAGE_FRAME_OVERHEAD + len(item.data)
+                retransmittable.append(item)
+        return budget
 
     # ------------------------------------------------------------------ closing
 
@@ -947,6 +982,7 @@ class QuantumConnection:
             packets_retransmitted=s.packets_retransmitted,
             spurious_retransmissions=self.recovery.spurious_retransmissions,
             rto_count=self.recovery.rto_count,
+            tail_loss_probes=s.tail_loss_probes,
             bad_packets=s.bad_packets,
             replayed_packets=s.replayed_packets,
             dropped_packets=s.dropped_packets,
@@ -971,6 +1007,7 @@ class _Counters:
     messages_sent: int = 0
     messages_received: int = 0
     packets_retransmitted: int = 0
+    tail_loss_probes: int = 0
     bad_packets: int = 0
     replayed_packets: int = 0
     dropped_packets: int = 0

@@ -15,11 +15,21 @@ The rules, in one place:
    was sent more than ``time_threshold * max(smoothed_rtt, latest_rtt)`` before
    now and some later packet is acknowledged (§6.1.2). A packet that is not lost
    yet but would become lost by time arms the loss timer.
-5. RTO (RFC 6298): while ack-eliciting packets are outstanding, the timer runs
-   from the last time an ack-eliciting packet was sent or new data was
-   acknowledged (§5.1, §5.3). On expiry the RTO backs off (§5.5), the congestion
-   window collapses, and every outstanding packet is declared lost (go-back-N,
-   as TCP does after an RTO); the pacer and the collapsed window meter the resend.
+5. Tail-loss probe (RACK-TLP, RFC 8985 §7; RFC 9002 §6.2 PTO): while
+   ack-eliciting packets are outstanding and no loss timer is armed, a probe
+   timer runs for ``PTO = smoothed_rtt + max(4 * rttvar, 1 ms) + max_ack_delay``
+   (doubled per unanswered probe, never more than the RTO: RFC 8985 §7.2) from
+   the last ack-eliciting send. On expiry
+   the connection sends ONE probe packet (new data if it has some, else a copy
+   of the newest outstanding data) -- nothing is declared lost and the window is
+   untouched. The probe's ACK lets rule 4 find the lost tail within an RTT,
+   where the RTO would have waited ``min_rto``. An ACK of new data ends probing.
+6. RTO (RFC 6298), the backstop after ``max_probes`` unanswered probes (at once
+   when ``max_probes`` is 0): the timer runs from the last time an ack-eliciting
+   packet was sent or new data was acknowledged (§5.1, §5.3). On expiry the RTO
+   backs off (§5.5), the congestion window collapses, and every outstanding
+   packet is declared lost (go-back-N, as TCP does after an RTO); the pacer and
+   the collapsed window meter the resend.
 
 Cost: packets live in a dict keyed by packet number plus a "lowest outstanding"
 cursor. ACK ranges are merged, then clipped to ``[lowest outstanding, largest sent]``
@@ -44,6 +54,9 @@ PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1 (kPacketThreshold), as TCP's 3 duplicat
 TIME_THRESHOLD = 9 / 8  # RFC 9002 §6.1.2 (kTimeThreshold)
 LOST_MEMORY_RTTS = 3  # remember declared-lost packets this many RTTs (at least one RTO) to spot late ACKs
 LOST_MEMORY_MAX = 10_000  # ...and at most this many, whatever the RTT
+GRANULARITY = 0.001  # RFC 9002 §6.1.2 kGranularity: timer slack in the PTO (and the loss delay floor)
+PROBE_SEARCH = 8  # newest outstanding packets searched for data to copy into a probe
+MAX_PROBES = 2  # RFC 8985 §7 sends one TLP; RFC 9002 §6.2.4 allows up to 2 probes before backing off further
 
 
 @attrs.define(slots=True, eq=False)
@@ -88,6 +101,9 @@ class TimeoutOutcome:
     """Declared lost by the time threshold or by the RTO."""
     rto_fired: bool
     """The retransmission timeout expired (as opposed to the time-threshold loss timer)."""
+    probe: bool = False
+    """The probe timeout expired: send one ack-eliciting probe packet now, whatever the
+    congestion window says (RFC 9002 §7.5). Nothing was declared lost."""
 
 
 class LossRecovery:
@@ -100,16 +116,23 @@ class LossRecovery:
         congestion: CongestionController,
         packet_threshold: int = PACKET_THRESHOLD,
         time_threshold: float = TIME_THRESHOLD,
+        max_probes: int = 0,
+        max_ack_delay: float = 0.0,
     ) -> None:
-        if packet_threshold < 1 or time_threshold < 1:
+        if packet_threshold < 1 or time_threshold < 1 or max_probes < 0 or max_ack_delay < 0:
             raise LocalProtocolError(
-                f"LossRecovery needs packet_threshold >= 1 and time_threshold >= 1, "
-                f"got {packet_threshold!r}, {time_threshold!r}"
+                f"LossRecovery needs packet_threshold >= 1, time_threshold >= 1, max_probes >= 0 and "
+                f"max_ack_delay >= 0, got {packet_threshold!r}, {time_threshold!r}, {max_probes!r}, "
+                f"{max_ack_delay!r}"
             )
         self.rtt = rtt
         self.congestion = congestion
         self.packet_threshold = packet_threshold
         self.time_threshold = time_threshold
+        self.max_probes = max_probes
+        """Tail-loss probes before the RTO may fire (0: the RTO alone, plain RFC 6298)."""
+        self.max_ack_delay = max_ack_delay
+        """The longest the peer holds an ACK back (its part of the PTO)."""
         self.largest_acked: int | None = None
         """Largest packet number the peer has acknowledged."""
         self.largest_sent: int = -1
@@ -120,6 +143,9 @@ class LossRecovery:
         """Packets acknowledged after having been declared lost."""
         self.rto_count = 0
         """Retransmission timeouts that fired."""
+        self.probe_count = 0
+        """Probe timeouts that fired (each asked for one probe packet)."""
+        self._probes = 0  # consecutive unanswered probes (RFC 9002's pto_count)
         self._sent: dict[int, SentPacket] = {}
         self._lowest = 0  # every packet number below this is not in _sent
         self._bytes_in_flight = 0
@@ -145,6 +171,19 @@ class LossRecovery:
     def outstanding(self) -> int:
         """Number of tracked packets neither acknowledged nor declared lost."""
         return len(self._sent)
+
+    def newest_payload(self) -> object:
+        """The payload of the newest outstanding packet that has one (what a probe copies), or None.
+
+        Only the last few packets are looked at: PINGs carry no payload, and a probe
+        with nothing to copy is a PING itself.
+        """
+        for index, packet in enumerate(reversed(self._sent.values())):
+            if packet.payload:
+                return packet.payload
+            if index >= PROBE_SEARCH:
+                break
+        return None
 
     def on_packet_sent(self, packet: SentPacket, now: float) -> None:
         """Record a sent packet; tells the congestion controller if it counts in flight."""
@@ -226,6 +265,7 @@ class LossRecovery:
                 )
         if new_data_acked:
             self._rto_base = now  # RFC 6298 §5.3: restart the timer when new data is acked
+            self._probes = 0  # RFC 9002 §6.2.1: an acknowledgement resets the PTO backoff
         self._advance_lowest()
 
         lost = self._detect_lost(now)
@@ -237,13 +277,23 @@ class LossRecovery:
         self._expire_lost_memory(now)
         return AckOutcome(newly_acked=newly, late_acked=late, lost=lost, rtt_updated=rtt_updated)
 
+    def probe_timeout(self) -> float:
+        """The PTO without backoff (RFC 9002 §6.2.1)."""
+        rtt = self.rtt
+        return rtt.smoothed_rtt + max(4 * rtt.rttvar, GRANULARITY) + self.max_ack_delay
+
     def loss_detection_timer(self) -> float | None:
-        """The earliest deadline: the time-threshold loss timer, else the RTO (None if neither)."""
+        """The earliest deadline: the time-threshold loss timer, else the probe timer while
+        probes remain, else the RTO (None if nothing is outstanding)."""
         if self._loss_time is not None:
             return self._loss_time
-        if self._ack_eliciting_outstanding:
-            return self._rto_base + self.rtt.rto
-        return None
+        if not self._ack_eliciting_outstanding:
+            return None
+        rto = self.rtt.rto
+        if self._probes < self.max_probes:
+            # RFC 8985 §7.2: a probe never waits longer than the RTO would have.
+            return self._rto_base + min(self.probe_timeout() * (1 << self._probes), rto)
+        return self._rto_base + rto
 
     def on_loss_detection_timeout(self, now: float) -> TimeoutOutcome:
         """Handle the timer: time-threshold losses, or the RTO. Early calls change nothing."""
@@ -254,8 +304,15 @@ class LossRecovery:
             self._declare_lost(lost, now)
             self._expire_lost_memory(now)
             return TimeoutOutcome(lost=lost, rto_fired=False)
-        if not self._ack_eliciting_outstanding or now < self._rto_base + self.rtt.rto:
+        deadline = self.loss_detection_timer()
+        if deadline is None or now < deadline:
             return TimeoutOutcome(lost=[], rto_fired=False)
+        if self._probes < self.max_probes:
+            # RFC 8985 §7.3 / RFC 9002 §6.2.4: ask for a probe; declare nothing lost, leave
+            # the window alone. The probe's send restarts the timer (on_packet_sent).
+            self._probes += 1
+            self.probe_count += 1
+            return TimeoutOutcome(lost=[], rto_fired=False, probe=True)
         # RFC 6298 §5.4-§5.6: back off, collapse the window, resend from the first
         # unacknowledged packet -- here: everything outstanding, in new packets.
         self.rto_count += 1

@@ -59,6 +59,8 @@ class ConnectionStatistics:
     """Packets declared lost and acknowledged afterwards."""
     rto_count: int
     """Retransmission timeouts that fired."""
+    tail_loss_probes: int
+    """Tail-loss probe packets sent (RFC 8985 §7): ACKs had stopped, nothing was declared lost."""
     bad_packets: int
     """Datagrams dropped as malformed or failing authentication."""
     replayed_packets: int
