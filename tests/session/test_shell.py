@@ -7,6 +7,7 @@ the server's Unix clock is derived from it, so nothing here waits for real time.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import trio
@@ -329,3 +330,41 @@ async def test_a_broken_frame_ends_the_session_for_good() -> None:
                     await session.receive()
     assert len(outcome) == 1 and "broke the session protocol" in str(outcome[0])
     assert server.manager.get(session_id) is None  # closed, not left resumable
+
+
+async def test_a_session_resumes_after_the_server_restarts(tmp_path: Path) -> None:
+    from aetherflow_sdk.session import SqliteSessionStore
+
+    path = tmp_path / "sessions.db"
+    failures: list[BaseException] = []
+
+    def start() -> tuple[SessionServer, SqliteSessionStore]:
+        store = SqliteSessionStore(path)
+        manager = SessionManager(CONFIG, store=store, random_bytes=fixed_random(8))
+        manager.load(_clock())
+        return SessionServer(manager, TokenVerifier([OWNER.node_id]), clock=_clock), store
+
+    with trio.fail_after(5):
+        server, store = start()
+        async with trio.open_nursery() as nursery:
+            client_end, server_end = memory_channel_pair((CLIENT, SERVER))
+            nursery.start_soon(_serve_one, server, server_end, _echo, failures)
+            async with open_session(client_end, document="doc", token=_token()) as first:
+                await first.send(b"before")
+                assert await first.receive() == b"echo:before"
+                await first.raw.aclose()
+                resumption = first.resumption
+        store.close()  # the server process ends
+
+        server, store = start()  # ... and a new one starts from the same file
+        restored = server.manager.get(resumption.session_id)
+        assert restored is not None and restored.state is SessionState.DISCONNECTING
+        async with trio.open_nursery() as nursery:
+            client_end, server_end = memory_channel_pair((CLIENT, SERVER))
+            nursery.start_soon(_serve_one, server, server_end, _echo, failures)
+            async with open_session(client_end, document="doc", resume=resumption) as second:
+                assert second.session_id == resumption.session_id
+                await second.send(b"after")
+                assert await second.receive() == b"echo:after"
+        store.close()
+    assert server.statistics().resumed == 1
