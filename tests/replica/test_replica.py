@@ -155,3 +155,16 @@ def test_seed_and_holds_only_seed() -> None:
     assert not replica.holds_only_seed()
     with pytest.raises(ReplicaError, match="never held content"):
         replica.seed("again")
+
+
+def test_update_listeners_may_read_the_replica() -> None:
+    """Listeners run after the transaction, so reading the document inside one works."""
+    a, b = Replica("doc"), Replica("doc")
+    seen: list[tuple[str, bool]] = []
+    a.subscribe_updates(lambda update, origin, local: seen.append((a.text, local)))
+    a.insert(0, "x")
+    b.insert(0, "y")
+    a.apply_update(b.encode_update())
+    assert a.undo()
+    assert [local for _, local in seen] == [True, False, True]
+    assert seen[0][0] == "x" and set(seen[1][0]) == {"x", "y"} and seen[2][0] == "y"

@@ -201,6 +201,7 @@ class Replica:
         # one we did not start: undo/redo), and the text before a local one.
         self._txn_kind: Literal["local", "remote", "seed"] | None = None
         self._local_ops: list[TextChange] = []
+        self._unnotified: list[tuple[bytes, object, bool]] = []
         self._remote_origin: object = None
         self._batch_depth = 0
         self._changed = False
@@ -395,6 +396,7 @@ class Replica:
         changes, self._local_ops = self._local_ops, []
         for change in changes:
             self._emit(change)
+        self._notify()
 
     @contextmanager
     def _observing_text(self) -> Iterator[None]:
@@ -475,6 +477,7 @@ class Replica:
                 self._ytext.insert(0, text)
         finally:
             self._txn_kind = None
+        self._notify()
         self._seed_client = self.client_id
         self._seed_clock = parse_state_vector_untrusted(self.state_vector()).get(self.client_id, 0)
         if self._store is not None:
@@ -485,14 +488,18 @@ class Replica:
         self._check_open()
         self._check_not_in_batch("undo()")
         with self._observing_text():
-            return bool(self._undo.undo())
+            done = bool(self._undo.undo())
+        self._notify()
+        return done
 
     def redo(self) -> bool:
         """Redo the last undone local transaction."""
         self._check_open()
         self._check_not_in_batch("redo()")
         with self._observing_text():
-            return bool(self._undo.redo())
+            done = bool(self._undo.redo())
+        self._notify()
+        return done
 
     def can_undo(self) -> bool:
         return bool(self._undo.can_undo())
@@ -523,6 +530,7 @@ class Replica:
             self._remote_origin = None
         if self._changed:
             self._remote_applied += 1
+        self._notify()
         return self._changed
 
     # -- positions that follow the text -------------------------------------------------
@@ -582,8 +590,17 @@ class Replica:
             self._pending.append(update)
         local = kind != "remote"
         origin = self._remote_origin if kind == "remote" else None
-        for listener in list(self._listeners):
-            listener(update, origin, local)
+        # Listeners run after the transaction (see _notify): inside pycrdt's commit
+        # the document cannot be read, and a listener that reads it would fail.
+        if self._listeners:
+            self._unnotified.append((update, origin, local))
+
+    def _notify(self) -> None:
+        """Run update listeners for the transactions that just committed."""
+        while self._unnotified:
+            update, origin, local = self._unnotified.pop(0)
+            for listener in list(self._listeners):
+                listener(update, origin, local)
 
     def _on_text_event(self, event: Any) -> None:
         # Only attached around remote, undo/redo and seed transactions (never local edits).
