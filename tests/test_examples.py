@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 QUICKSTART = ROOT / "docs" / "quickstart.md"
 
 
+@functools.cache
 def _run_example(name: str) -> str:
+    """Run ``examples/NAME`` once per test session; its stdout."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
@@ -34,6 +39,11 @@ def _documented_output(markdown: Path, marker: str) -> list[str]:
     after = text[text.index(marker) :]
     block = after.split("```", 2)[1]
     return [line for line in block.splitlines()[1:] if line.strip()]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_runs(name: str) -> None:
+    _run_example(name)
 
 
 def test_quantum_echo_runs_and_echoes_everything() -> None:
