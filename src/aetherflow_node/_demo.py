@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 DOCUMENT: Final = "demo"
 MAX_EDITS: Final = 10_000
 _STEP_TIMEOUT: Final = 10.0  # seconds any one step may take on loopback before the demo gives up
+_MIN_PAUSE, _MAX_PAUSE = 0.002, 0.015  # seconds between two edits of one typist
+_SHOWN_PIECES: Final = 8  # wrapped pieces of a line printed before the middle is elided
 _HEADER: Final = "alice: \nbob: \n"
 _WORDS: Final = {
     "alice": ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"],
@@ -132,13 +134,13 @@ def _expected_failure(exc: BaseException) -> str | None:
     return None
 
 
-async def _within(what: str, wait: Callable[[], Any]) -> Any:
-    """Run ``await wait()`` bounded by _STEP_TIMEOUT; a timeout becomes DemoFailed naming the step."""
+async def _within(what: str, wait: Callable[[], Any], timeout: float = _STEP_TIMEOUT) -> Any:
+    """Run ``await wait()`` bounded by ``timeout``; a timeout becomes DemoFailed naming the step."""
     import trio
 
-    with trio.move_on_after(_STEP_TIMEOUT):
+    with trio.move_on_after(timeout):
         return await wait()
-    raise DemoFailed(f"{what} did not finish within {_STEP_TIMEOUT:.0f} s on loopback")
+    raise DemoFailed(f"{what} did not finish within {timeout:.0f} s on loopback")
 
 
 async def _wait_until(replicas: list[Replica], condition: Callable[[], bool]) -> None:
@@ -158,6 +160,14 @@ async def _wait_until(replicas: list[Replica], condition: Callable[[], bool]) ->
     finally:
         for unsubscribe in unsubscribers:
             unsubscribe()
+
+
+def _abridged(pieces: list[str]) -> list[str]:
+    """At most _SHOWN_PIECES pieces: a long line keeps its start and end (``--edits 10000``)."""
+    if len(pieces) <= _SHOWN_PIECES:
+        return pieces
+    hidden = sum(len(piece) + 1 for piece in pieces[_SHOWN_PIECES // 2 : -2])
+    return [*pieces[: _SHOWN_PIECES // 2], f"... ({hidden} more characters) ...", *pieces[-2:]]
 
 
 def _clocks(replica: Replica) -> dict[int, int]:
@@ -221,7 +231,7 @@ async def _type(replica: Replica, user: str, edits: int, rng: random.Random) -> 
             replica.insert(position, word)
             position += len(word)
         caret = replica.sticky_index(position, before=True)
-        await trio.sleep(rng.uniform(0.002, 0.015))
+        await trio.sleep(rng.uniform(_MIN_PAUSE, _MAX_PAUSE))
 
 
 def _statistics_table(a: quantum.ConnectionStatistics, b: quantum.ConnectionStatistics) -> list[str]:
@@ -356,7 +366,8 @@ async def _edit_together(
                 typists.start_soon(_type, replica_a, "alice", edits, alice)
                 typists.start_soon(_type, replica_b, "bob", edits, bob)
 
-        await _within("typing", type_both)
+        # Each edit pauses at most _MAX_PAUSE, so typing's own duration is known in advance.
+        await _within("typing", type_both, _STEP_TIMEOUT + edits * _MAX_PAUSE)
         typed = time.monotonic() - t0
 
         def converged() -> bool:
@@ -371,8 +382,7 @@ async def _edit_together(
         for name, replica in (("A", replica_a), ("B", replica_b)):
             out(f"replica on node {name}:")
             for line in replica.text.rstrip("\n").split("\n"):
-                wrapped = textwrap.wrap(line, 96) or [""]
-                for piece in wrapped:
+                for piece in _abridged(textwrap.wrap(line, 96) or [""]):
                     out(f"    | {piece}")
         out()
         stats_a, stats_b = replica_a.statistics(), replica_b.statistics()
