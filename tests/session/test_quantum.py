@@ -190,3 +190,37 @@ async def test_read_only_write_drop_over_quantum(rig: Rig) -> None:
             nursery.cancel_scope.cancel()
     assert received == [YJS_SYNC_STEP1]
     assert rig.sessions.statistics().writes_denied == 2
+
+
+async def test_twenty_concurrent_handshakes_accepted_and_rejected(rig: Rig) -> None:
+    import random
+
+    seed = 20
+    rng = random.Random(seed)
+    plan = [rng.choice(["ok", "ok", "wrong_doc"]) for _ in range(20)]
+    outcomes: dict[int, str] = {}
+
+    async def client(i: int) -> None:
+        conn = await rig.connect()
+        document = "doc" if plan[i] == "ok" else "other"
+        try:
+            async with open_session(conn, document=document, token=rig.token()) as session:  # type: ignore[arg-type]
+                await session.send(b"n%d" % i)
+                assert await session.receive() == b"echo:n%d" % i
+                outcomes[i] = "ok"
+        except AuthError as exc:
+            outcomes[i] = exc.reason
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.serve, _echo)
+            async with trio.open_nursery() as clients:
+                for i in range(20):
+                    clients.start_soon(client, i)
+            nursery.cancel_scope.cancel()
+    expected = {i: "ok" if p == "ok" else "forbidden_document" for i, p in enumerate(plan)}
+    assert outcomes == expected, f"seed={seed}"
+    statistics = rig.sessions.statistics()
+    assert statistics.accepted == plan.count("ok"), f"seed={seed}"
+    assert statistics.rejected == plan.count("wrong_doc"), f"seed={seed}"
+    assert len(rig.sessions.manager) == 0  # every session ended with its block
