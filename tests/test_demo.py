@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,27 @@ def test_demo_user_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
     unusable = _aetherflow("demo", "--data-dir", str(blocker / "sub"))
     assert unusable.returncode == 1
     assert "cannot use --data-dir" in unusable.stderr and "Traceback" not in unusable.stderr
+
+
+def test_demo_ctrl_c_is_one_line() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from aetherflow_node._cli import main; sys.exit(main())",
+         "demo", "--edits", "5000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # wait until both nodes are typing
+            if line.startswith("typing"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert err.strip() == "aetherflow demo: interrupted"

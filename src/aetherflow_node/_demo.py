@@ -108,7 +108,14 @@ def _run(args: argparse.Namespace) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="aetherflow-demo-") as temporary:
                 trio.run(_demo, out, Path(temporary), args.edits, seed)
+    except KeyboardInterrupt:
+        print("aetherflow demo: interrupted", file=sys.stderr)
+        return 130
     except (DemoFailed, BaseExceptionGroup) as exc:
+        if isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None:
+            # Ctrl-C lands in whichever task was running, inside the nurseries' groups.
+            print("aetherflow demo: interrupted", file=sys.stderr)
+            return 130
         failure = _expected_failure(exc)
         if failure is None:
             raise
