@@ -69,6 +69,13 @@ def dispatch(group: str, prog: str, description: str, argv: Sequence[str]) -> in
     return result
 
 
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The individual exceptions inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aetherflow`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -79,12 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "AetherFlow: peer-to-peer real-time collaboration.",
             argv,
         )
-    except AetherFlowError as exc:
-        print(f"aetherflow: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aetherflow: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as raised:  # sorted below; anything unexpected is re-raised
+        # trio and anyio wrap errors from tasks in exception groups: look inside them.
+        leaves = _leaves(raised)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            print("aetherflow: interrupted", file=sys.stderr)
+            return 130
+        user_errors = [leaf for leaf in leaves if isinstance(leaf, AetherFlowError)]
+        if user_errors and len(user_errors) == len(leaves):
+            for leaf in user_errors:
+                print(f"aetherflow: error: {leaf}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
