@@ -7,22 +7,16 @@ that depends on time takes ``now``. ``_shell.py`` runs it over MessageChannels.
 Rules (each one is tested):
 
 1. On connect each side sends sync step 1 (its state vector); each answers a
-   step 1 with step 2 (exactly what the asker lacks). Everything that changes
-   the document goes as *ordered* messages on each link. Yjs updates commute in
-   theory, but the installed yrs (pycrdt 0.14.13) mis-integrates updates that
-   arrive before their dependencies: applying a complete set of updates in a
-   shuffled order gave a different text in 277 of 300 random two-writer
-   scenarios (and 0 of 100 when the set is merged first). Per-link order keeps
-   every peer's input causal: a peer forwards updates in the order it
-   integrated them, after the step 2 that covered everything before.
-   ``ordered_updates=False`` sends them unordered (only for a yrs without that bug).
+   step 1 with step 2 (exactly what the asker lacks). Both go *ordered*; live
+   updates go *unordered* (one lost packet holds nothing back).
 2. Nothing is pushed to a peer before we have answered its step 1: the step 2
    covers everything up to then, so earlier pushes would be duplicates.
 3. Mesh: an update is never sent back to the peer it came from, and an update
    that changed nothing (already held) is not forwarded at all -- forwarding
    hangs off the replica's update listener, which only fires on change.
 4. Updates queued for one peer are merged into one message when drained, so a
-   burst of typing becomes one message (batching under load).
+   burst of typing becomes one message (batching under load). Received updates
+   pass through a causal buffer (below).
 5. Read-only peers (``can_write=False``): their step 2 / updates are dropped,
    counted, and answered with auth permission-denied. We never ask them for
    their state (no step 1 to them).
@@ -32,6 +26,14 @@ Rules (each one is tested):
    hold only the seed, we drop it and adopt the peer's history; otherwise we
    refuse to sync with that peer (``statistics().history_conflicts``).
 7. Untrusted bytes: a malformed message is counted and dropped, never raised.
+
+Rule 4 -- the causal buffer. Yjs updates commute in theory, but the installed
+yrs (pycrdt 0.14.13) mis-integrates an update that arrives before what it
+references: applying a complete set of updates in a shuffled order gave a
+different text in 277 of 300 random two-writer scenarios (0 of 100 when merged
+first). So every received update is decoded (``_deps.py``) and held until
+everything it references is present; yrs only sees causal order (0 of 300
+shuffled scenarios diverge). ``ordered_updates=True`` also sends them ordered.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from pycrdt import merge_updates
 
 from aetherflow_sdk._errors import BadPacket, LocalProtocolError, ReplicaError
 from aetherflow_sdk.replica._awareness import DEFAULT_AWARENESS_TIMEOUT, Awareness, AwarenessChange
+from aetherflow_sdk.replica._deps import UpdateNeeds, update_needs_untrusted
 from aetherflow_sdk.replica._replica import Replica
 from aetherflow_sdk.replica._wire import (
     AwarenessUpdate,
@@ -69,6 +72,9 @@ DEFAULT_PRESENCE_INTERVAL = 0.05
 without flooding the link while someone holds an arrow key."""
 
 MAX_BUFFERED_BEFORE_STEP1 = 4096
+
+MAX_HELD_UPDATES = 10_000
+"""Updates the causal buffer holds before it gives up on them and resyncs with the sender."""
 """Writes we hold from a peer whose step 1 has not arrived (only when we seeded the document)."""
 
 # Empty Yjs v1 update: no structs, empty delete set.
@@ -126,6 +132,8 @@ class SyncStatistics:
 
     peers: int
     """Peers currently attached."""
+    held_updates: int
+    """Updates waiting in the causal buffer now."""
     messages_received: int
     """Messages fed to ``receive_message``."""
     bad_messages: int
@@ -146,6 +154,10 @@ class SyncStatistics:
     """Times our seed-only document was replaced by a peer's history."""
     awareness_received: int
     """Awareness messages applied."""
+    updates_deferred: int
+    """Updates that arrived before what they reference and were held (causal buffer)."""
+    resyncs: int
+    """Times the causal buffer overflowed and we asked a peer for a fresh step 2."""
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -175,7 +187,7 @@ class SyncProtocol:
         presence_as_datagrams: bool = False,
         max_datagram_size: int = 1200,
         on_foreign_history: Literal["adopt", "refuse"] = "adopt",
-        ordered_updates: bool = True,
+        ordered_updates: bool = False,
     ) -> None:
         self.replica = replica
         self.ordered_updates = ordered_updates
@@ -197,9 +209,12 @@ class SyncProtocol:
                 "history_conflicts",
                 "histories_adopted",
                 "awareness_received",
+                "updates_deferred",
+                "resyncs",
             ),
             0,
         )
+        self._held: list[tuple[PeerKey, bytes, UpdateNeeds]] = []
         self._unsubscribe = replica.subscribe_updates(self._on_replica_update)
 
     # -- peers ----------------------------------------------------------------------------
@@ -344,11 +359,47 @@ class SyncProtocol:
             peer.buffered.append(message)
             return
         try:
-            changed = self.replica.apply_update(message.update, origin=peer.key)
+            needs = update_needs_untrusted(message.update)
+        except BadPacket:
+            self._counters["bad_messages"] += 1
+            return
+        if not needs.ready(parse_state_vector_untrusted(self.replica.state_vector())):
+            # Hold it until what it references has arrived (rule 4): yrs would
+            # mis-integrate it now.
+            self._counters["updates_deferred"] += 1
+            self._held.append((peer.key, message.update, needs))
+            if len(self._held) > MAX_HELD_UPDATES:
+                self._resync_after_overflow(peer)
+            return
+        self._apply(peer.key, message.update)
+        self._apply_held()
+
+    def _apply(self, origin: PeerKey, update: bytes) -> None:
+        try:
+            changed = self.replica.apply_update(update, origin=origin)
         except ReplicaError:
             self._counters["bad_messages"] += 1
             return
         self._counters["updates_applied" if changed else "updates_redundant"] += 1
+
+    def _apply_held(self) -> None:
+        """Apply every held update that has become ready (bounded: each pass applies one or stops)."""
+        for _ in range(len(self._held) + 1):
+            if not self._held:
+                return
+            have = parse_state_vector_untrusted(self.replica.state_vector())
+            index = next((i for i, (_, _, needs) in enumerate(self._held) if needs.ready(have)), None)
+            if index is None:
+                return
+            origin, update, _ = self._held.pop(index)
+            self._apply(origin, update)
+
+    def _resync_after_overflow(self, peer: _Peer) -> None:
+        # Too much is waiting for something that did not come: drop what this peer
+        # sent and ask it again for everything we lack (its step 2 covers it all).
+        self._held = [held for held in self._held if held[0] != peer.key]
+        self._counters["resyncs"] += 1
+        peer.control.append(self._step1())
 
     def _on_replica_update(self, update: bytes, origin: object, local: bool) -> None:
         for key, peer in self._peers.items():
@@ -464,4 +515,4 @@ class SyncProtocol:
         return change
 
     def statistics(self) -> SyncStatistics:
-        return SyncStatistics(peers=len(self._peers), **self._counters)
+        return SyncStatistics(peers=len(self._peers), held_updates=len(self._held), **self._counters)
