@@ -757,7 +757,10 @@ class Bbr:
                 cwnd = max(cwnd, CWND_MIN_TARGET_PACKETS * self._mss)
         if self._mode is Mode.PROBE_RTT:
             cwnd = min(cwnd, CWND_MIN_TARGET_PACKETS * self._mss)  # drain the queue, refresh min RTT
-        self._cwnd = cwnd
+        # tcp_bbr counts whole packets, so its window is never below one packet; in bytes, packet
+        # conservation after acking a small packet (a PING) could leave less than one full packet
+        # and, with nothing in flight, shut the window for good.
+        self._cwnd = max(cwnd, self._mss)
 
 
 def _factory(max_datagram_size: int, initial_window_packets: int) -> CongestionController:

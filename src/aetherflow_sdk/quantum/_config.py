@@ -71,6 +71,16 @@ class QuantumConfig:
     unanswered probe) and lets loss detection find a lost tail from its ACK, without
     collapsing the window. 0 keeps the plain RFC 6298 RTO."""
 
+    fec: str = attrs.field(default="auto")
+    """Forward error correction (Reed–Solomon 10+3, docs/bbr-fec.md): "auto" sends parity
+    in a direction while the loss measured on it exceeds 0.5 % (off again below 0.1 %
+    for 5 s); "on" always; "off" never, and this side does not offer to decode either.
+    Parity is sent only to a peer that announced it can decode."""
+
+    fec_group_timeout_fraction: float = attrs.field(default=0.25, validator=_positive)
+    """A partial FEC group closes (and its parity leaves) this fraction of the smoothed
+    RTT after its first packet (issue 3: srtt/4), so a lone edit is protected too."""
+
     congestion_control: str = attrs.field(default="newreno")
     """Name of the congestion controller: "newreno" (RFC 9002 §7) or "bbr"."""
 
@@ -81,6 +91,11 @@ class QuantumConfig:
     def _check_probes(self, attribute: attrs.Attribute[int], value: int) -> None:
         if value < 0:
             raise LocalProtocolError(f"QuantumConfig.tail_loss_probes must be >= 0, got {value!r}")
+
+    @fec.validator
+    def _check_fec(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if value not in ("auto", "on", "off"):
+            raise LocalProtocolError(f'QuantumConfig.fec must be "auto", "on" or "off", got {value!r}')
 
     @congestion_control.validator
     def _check_cc(self, attribute: attrs.Attribute[str], value: str) -> None:

@@ -14,6 +14,7 @@ Inside, it plugs together:
   delivery, flow control;
 * loss recovery (``_recovery``) with the RFC 6298 estimator (``_rtt``),
   a congestion controller (``_congestion``) and a pacer (``_pacer``);
+* forward error correction (``_fec_path``: Reed–Solomon parity, adaptive per direction);
 * path validation for NAT rebinding: packets are matched by connection ID,
   not by address, and a new address is validated before much is sent to it.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable
 from typing import Final
 
 import attrs
@@ -43,6 +43,7 @@ from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.quantum import _congestion
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._crypto import PacketProtection
+from aetherflow_sdk.quantum._fec_path import FecPath
 from aetherflow_sdk.quantum._handshake import (
     ClientHandshake,
     HandshakeResult,
@@ -76,8 +77,10 @@ from aetherflow_sdk.quantum._wire import (
     CloseCode,
     CloseFrame,
     DatagramFrame,
+    FecReportFrame,
     HandshakeDoneFrame,
     Header,
+    HeaderFlags,
     MaxDataFrame,
     PacketType,
     PathChallengeFrame,
@@ -86,6 +89,7 @@ from aetherflow_sdk.quantum._wire import (
     encode_blocked,
     encode_close,
     encode_datagram,
+    encode_fec_report,
     encode_max_data,
     encode_message_head,
     encode_path_challenge,
@@ -164,7 +168,9 @@ class QuantumConnection:
             max_message_size=config.max_message_size,
             receive_window=config.receive_window,
             max_datagram_size=config.max_datagram_size,
+            fec=config.fec != "off",
         )
+        self._fec = FecPath(mode=config.fec, group_timeout_fraction=config.fec_group_timeout_fraction)
         self._peer_params: TransportParameters | None = None
         self._peer_cid = b""
         self._send_protection: PacketProtection | None = None
@@ -362,7 +368,7 @@ class QuantumConnection:
             if header is None:
                 header = parse_header_untrusted(data)
             ptype = header.packet_type
-            if ptype is PacketType.DATA:
+            if ptype is PacketType.DATA or ptype is PacketType.PARITY:
                 self._receive_data(data, header, address, now)
             elif ptype is PacketType.SERVER_HELLO and self._client_hs is not None:
                 self._receive_server_hello(data, address, now)
@@ -430,6 +436,7 @@ class QuantumConnection:
         self.peer_id = result.peer_id
         self._peer_cid = result.peer_cid
         self._peer_params = result.peer_params
+        self._fec.peer_can_decode = result.peer_params.fec
         self._send_protection = result.keys.send
         self._receive_protection = result.keys.receive
         self._sender = MessageSender(
@@ -462,7 +469,37 @@ class QuantumConnection:
             self._stats.replayed_packets += 1
             return
         plaintext = protection.open_untrusted(data, HEADER_SIZE, pn)
-        # Authenticated from here on.
+        # Authenticated from here on. The decoder raises only BadPacket and then changes nothing.
+        if header.packet_type is PacketType.PARITY:
+            recovered = self._fec.on_parity(header.fec_group, header.fec_index, plaintext, now)
+            self._record_received(pn, now)
+            self._last_received = now
+            self._stats.parity_received += 1
+            self._on_path(address, pn, len(data), now)
+            # Not ack-eliciting, but counted in flight by the sender: acknowledge it within
+            # max_ack_delay so the sender's window does not wait on it (docs/bbr-fec.md).
+            self._ack_info_pending = True
+            if self._ack_deadline is None:
+                self._ack_deadline = now + self.config.max_ack_delay
+        else:
+            recovered = []
+            if header.flags & HeaderFlags.FEC_PROTECTED:
+                recovered = self._fec.on_data(header.fec_group, header.fec_index, pn, plaintext, now)
+            self._process_packet(pn, plaintext, now, address, len(data))
+        for packet in recovered:
+            if self.state not in OPEN:
+                return
+            rpn = packet.packet_number
+            if rpn < self._replay_floor or rpn in self._received:
+                continue  # arrived meanwhile (or is a replay): nothing to rebuild
+            self._fec.recovered += 1
+            self._stats.fec_recovered += 1
+            self._process_packet(rpn, packet.plaintext, now, None, 0)
+
+    def _process_packet(
+        self, pn: int, plaintext: bytes, now: float, address: Address | None, size: int
+    ) -> None:
+        """An authenticated DATA packet (or one rebuilt by FEC, with no ``address``): its frames."""
         try:
             frames = parse_frames_untrusted(plaintext)
         except BadPacket as exc:
@@ -472,7 +509,8 @@ class QuantumConnection:
         self._record_received(pn, now)
         self._last_received = now
         self._stats.packets_received += 1
-        self._on_path(address, pn, len(data), now)
+        if address is not None:
+            self._on_path(address, pn, size, now)
         if self.state is ConnectionState.CONFIRMING:
             # Only a server that accepted our FINISH has session keys to send DATA with.
             self._set_state(ConnectionEvent.CONFIRMED)
@@ -520,6 +558,8 @@ class QuantumConnection:
                 return
             elif isinstance(frame, HandshakeDoneFrame):
                 ack_eliciting = True
+            elif isinstance(frame, FecReportFrame):
+                self._fec.on_peer_report(frame.recovered, now)
             else:  # PingFrame
                 ack_eliciting = True
         if ack_eliciting:
@@ -576,7 +616,8 @@ class QuantumConnection:
             self._on_packet_acked(packet)
         for packet in outcome.late_acked:
             self._on_packet_acked(packet)
-        self._on_packets_lost(outcome.lost)
+        self._on_packets_lost(outcome.lost, now)
+        self._fec.update(now)
 
     def _on_packet_acked(self, packet: SentPacket) -> None:
         payload = packet.payload
@@ -586,7 +627,10 @@ class QuantumConnection:
             if isinstance(item, Fragment):
                 self._sender.on_fragment_acked(item)
 
-    def _on_packets_lost(self, lost: Iterable[SentPacket]) -> None:
+    def _on_packets_lost(self, lost: list[SentPacket], now: float) -> None:
+        eliciting = sum(1 for packet in lost if packet.ack_eliciting)
+        if eliciting:
+            self._fec.on_packets_lost(eliciting, now)
         for packet in lost:
             payload = packet.payload
             if not payload:
@@ -638,7 +682,11 @@ class QuantumConnection:
             deadlines.append(self._ack_deadline)
         if self._pacing_deadline is not None:
             deadlines.append(self._pacing_deadline)
-        if self.state in CAN_SEND_DATA:
+        fec_timer = self._fec.get_timer()
+        if fec_timer is not None:
+            deadlines.append(fec_timer)  # a partial group closes: its parity is due
+        if self.state in CAN_SEND_DATA and not self._ping_pending:
+            # (A pending PING waits for the window or the pacer, which have their own wake-ups.)
             deadlines.append(self._last_sent + self.config.keepalive_interval)
         return min(deadlines)
 
@@ -666,11 +714,12 @@ class QuantumConnection:
         if loss is not None and now >= loss:
             outcome = self.recovery.on_loss_detection_timeout(now)
             self._probe_pending = self._probe_pending or outcome.probe
-            self._on_packets_lost(outcome.lost)
+            self._on_packets_lost(outcome.lost, now)
             if outcome.rto_fired and not outcome.lost:
                 self._ping_pending = True
         if self._pacing_deadline is not None and now >= self._pacing_deadline:
             self._pacing_deadline = None
+        self._fec.poll(now)
         if self.state in CAN_SEND_DATA and now >= self._last_sent + self.config.keepalive_interval:
             self._ping_pending = True
 
@@ -718,17 +767,31 @@ class QuantumConnection:
                 self._count_sent(len(out[-1][0]), now)
             return out
         for _ in range(MAX_BURST):
-            packet = self._build_packet(now)
+            packet = self._build_parity_packet(now) or self._build_packet(now)
             if packet is None:
                 break
             out.append((packet, address))
         return out
 
-    def _seal(self, payload: bytes) -> bytes:
+    def _seal(
+        self,
+        payload: bytes,
+        packet_type: PacketType = PacketType.DATA,
+        flags: int = 0,
+        fec_group: int = 0,
+        fec_index: int = 0,
+    ) -> bytes:
         assert self._send_protection is not None
         pn = self._next_packet_number
         self._next_packet_number += 1
-        header = Header(packet_type=PacketType.DATA, destination_cid=self._peer_cid, packet_number=pn).pack()
+        header = Header(
+            packet_type=packet_type,
+            destination_cid=self._peer_cid,
+            packet_number=pn,
+            flags=flags,
+            fec_group=fec_group,
+            fec_index=fec_index,
+        ).pack()
         return self._send_protection.seal(header, pn, payload)
 
     def _count_sent(self, size: int, now: float) -> None:
@@ -786,6 +849,10 @@ class QuantumConnection:
             self._ack_info_pending = False
             self._ack_eliciting_unacked = 0
             self._ack_deadline = None
+        if self._fec.report_due():
+            report = encode_fec_report(self._fec.take_report())
+            parts.append(report)
+            budget -= len(report)
         if self._path_responses:
             eliciting = True
             for token in self._path_responses:
@@ -855,26 +922,68 @@ class QuantumConnection:
             return None
         eliciting = eliciting or bool(retransmittable)
         pn = self._next_packet_number
-        packet = self._seal(b"".join(parts))
+        plaintext = b"".join(parts)
+        group = -1
+        if eliciting and self._fec.sending:
+            group, index = self._fec.protect(pn, plaintext, self.rtt.smoothed_rtt, now)
+            packet = self._seal(plaintext, PacketType.DATA, HeaderFlags.FEC_PROTECTED, group, index)
+        else:
+            packet = self._seal(plaintext)
         self._count_sent(len(packet), now)
         self._stats.packets_sent += 1
         if eliciting:
-            self.recovery.on_packet_sent(
-                SentPacket(
-                    packet_number=pn,
-                    time_sent=now,
-                    size=len(packet),
-                    ack_eliciting=True,
-                    in_flight=True,
-                    payload=retransmittable or None,
-                ),
-                now,
+            sent = SentPacket(
+                packet_number=pn,
+                time_sent=now,
+                size=len(packet),
+                ack_eliciting=True,
+                in_flight=True,
+                payload=retransmittable or None,
             )
+            if group >= 0:
+                self._fec.track(sent, group)
+            self.recovery.on_packet_sent(sent, now)
             self.pacer.on_packet_sent(len(packet), now)
+            app_bytes = sum(len(item.data) for item in retransmittable if isinstance(item, Fragment))
+            self._fec.on_data_sent(app_bytes, len(packet), now)
         else:
             # ACK-only packets are not tracked for loss (RFC 9002 §3), but recovery must know
             # their numbers exist so that an ACK covering them is not taken for a forgery.
             self.recovery.largest_sent = pn
+        return packet
+
+    def _build_parity_packet(self, now: float) -> bytes | None:
+        """The next FEC parity packet, if one is due and the window and the pacer allow it.
+
+        Parity counts in flight (it uses the link) but is not ack-eliciting and is never
+        retransmitted (docs/bbr-fec.md, "Parity and congestion control")."""
+        shard = self._fec.next_parity(now)
+        if shard is None:
+            return None
+        mds = self.config.max_datagram_size
+        if not self._path_validated and (
+            AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent < mds
+        ):
+            return None
+        if self.recovery.bytes_in_flight + mds > self.congestion.congestion_window:
+            return None
+        if self.congestion.pacing_rate > 0:
+            self.pacer.set_rate(self.congestion.pacing_rate)
+        pace_at = self.pacer.next_send_time(mds, now)
+        if pace_at is not None:
+            self._pacing_deadline = pace_at
+            return None
+        pn = self._next_packet_number
+        packet = self._seal(shard.payload, PacketType.PARITY, 0, shard.group_id, shard.index)
+        self._count_sent(len(packet), now)
+        self.recovery.on_packet_sent(
+            SentPacket(
+                packet_number=pn, time_sent=now, size=len(packet), ack_eliciting=False, in_flight=True
+            ),
+            now,
+        )
+        self.pacer.on_packet_sent(len(packet), now)
+        self._fec.on_parity_sent(shard, pn, len(packet), now)
         return packet
 
     def _add_probe_copy(self, parts: list[bytes], retransmittable: list[object], budget: int) -> int:
@@ -983,6 +1092,12 @@ class QuantumConnection:
             spurious_retransmissions=self.recovery.spurious_retransmissions,
             rto_count=self.recovery.rto_count,
             tail_loss_probes=s.tail_loss_probes,
+            fec_enabled=self._fec.sending,
+            fec_groups_sent=self._fec.encoder.statistics().groups,
+            parity_packets_sent=self._fec.parity_packets_sent,
+            parity_bytes_sent=self._fec.parity_bytes_sent,
+            fec_recovered_packets=s.fec_recovered,
+            fec_peer_recovered_packets=self._fec.peer_recovered,
             bad_packets=s.bad_packets,
             replayed_packets=s.replayed_packets,
             dropped_packets=s.dropped_packets,
@@ -1008,6 +1123,8 @@ class _Counters:
     messages_received: int = 0
     packets_retransmitted: int = 0
     tail_loss_probes: int = 0
+    parity_received: int = 0
+    fec_recovered: int = 0
     bad_packets: int = 0
     replayed_packets: int = 0
     dropped_packets: int = 0

@@ -8,13 +8,16 @@ The rules, in one place:
 2. An ACK carries ranges of packet numbers (SACK). Each packet is acknowledged
    at most once: the first time it is ``newly_acked`` (or ``late_acked`` if it
    had already been declared lost -- a spurious retransmission).
-3. RTT sample: only when the largest packet number of this ACK is acknowledged
-   for the first time and was ack-eliciting (RFC 9002 §5.1).
+3. RTT sample (RFC 9002 §5.1): only when the largest packet number of this ACK
+   is acknowledged for the first time and some newly acknowledged packet is
+   ack-eliciting (the largest may be an FEC parity packet, which is not).
 4. Loss (RFC 9002 §6.1, RACK RFC 8985): an unacknowledged packet is lost when
    ``packet_threshold`` later packets have been acknowledged (§6.1.1), or when it
    was sent more than ``time_threshold * max(smoothed_rtt, latest_rtt)`` before
    now and some later packet is acknowledged (§6.1.2). A packet that is not lost
-   yet but would become lost by time arms the loss timer.
+   yet but would become lost by time arms the loss timer. An FEC-protected packet
+   is judged as if sent with its group's last parity packet (``fec_guard_pn``):
+   the receiver can rebuild it only once that parity arrives.
 5. Tail-loss probe (RACK-TLP, RFC 8985 §7; RFC 9002 §6.2 PTO): while
    ack-eliciting packets are outstanding and no loss timer is armed, a probe
    timer runs for ``PTO = smoothed_rtt + max(4 * rttvar, 1 ms) + max_ack_delay``
@@ -30,6 +33,10 @@ The rules, in one place:
    backs off (§5.5), the congestion window collapses, and every outstanding
    packet is declared lost (go-back-N, as TCP does after an RTO); the pacer and
    the collapsed window meter the resend.
+7. Packets that elicit no ACK of their own but count in flight (FEC parity) must
+   not hold the window shut forever: when only such packets are outstanding and
+   none is acknowledged within a PTO of the last one sent, they are declared lost
+   (no RTO, no backoff; the controller sees the loss).
 
 Cost: packets live in a dict keyed by packet number plus a "lowest outstanding"
 cursor. ACK ranges are merged, then clipped to ``[lowest outstanding, largest sent]``
@@ -77,6 +84,15 @@ class SentPacket:
     """Opaque to recovery: the connection's retransmittable frames."""
     declared_lost: bool = False
     """Set when recovery declares it lost (a later ACK of it is spurious)."""
+    fec_guard_pn: int = -1
+    """FEC-protected packets: judged for loss as if sent as this packet number (the group's
+    last parity packet; ``FEC_GUARD_PENDING`` until the parity is sent). -1: unprotected."""
+    fec_guard_time: float = 0.0
+    """...and at this time (when that parity packet was sent)."""
+
+
+FEC_GUARD_PENDING = 1 << 64
+"""``fec_guard_pn`` of a protected packet whose group's parity has not been sent yet."""
 
 
 @attrs.frozen(kw_only=True)
@@ -152,6 +168,7 @@ class LossRecovery:
         self._ack_eliciting_outstanding = 0
         self._loss_time: float | None = None
         self._rto_base: float = 0.0
+        self._last_in_flight_sent: float = 0.0
         # Declared-lost packets kept briefly to recognise late ACKs: _lost for lookup,
         # _lost_numbers sorted (for ACK ranges), _lost_order by declaration time (expiry;
         # entries whose packet was late-acked meanwhile are skipped when they expire).
@@ -201,6 +218,7 @@ class LossRecovery:
             self._rto_base = now  # RFC 6298 §5.1, as RFC 9002's time_of_last_ack_eliciting_packet
         if packet.in_flight:
             self._bytes_in_flight += packet.size
+            self._last_in_flight_sent = now
             self.congestion.on_packet_sent(
                 PacketInfo(packet_number=pn, size=packet.size, time_sent=packet.time_sent),
                 self._bytes_in_flight,
@@ -243,7 +261,11 @@ class LossRecovery:
                 self._collect_late(r, late)
 
         rtt_updated = False
-        if largest_packet is not None and largest_packet.ack_eliciting:
+        if largest_packet is not None and (
+            largest_packet.ack_eliciting
+            or any(p.ack_eliciting for p in newly)
+            or any(p.ack_eliciting for p in late)
+        ):
             # It was outstanding (now popped into ``newly``) or declared lost (now in
             # ``late``): either way this is its first acknowledgement, and since packet
             # numbers are never reused the sample is unambiguous (Karn's rule holds).
@@ -273,7 +295,8 @@ class LossRecovery:
         if acked_info:
             self.congestion.on_packets_acked(acked_info, self.rtt, self._bytes_in_flight, now)
         if late:
-            self.spurious_retransmissions += len(late)
+            # FEC parity is never retransmitted, so a late ACK of it is not a spurious retransmission.
+            self.spurious_retransmissions += sum(1 for p in late if p.ack_eliciting)
         self._expire_lost_memory(now)
         return AckOutcome(newly_acked=newly, late_acked=late, lost=lost, rtt_updated=rtt_updated)
 
@@ -288,6 +311,10 @@ class LossRecovery:
         if self._loss_time is not None:
             return self._loss_time
         if not self._ack_eliciting_outstanding:
+            if self._sent:
+                # Only packets that elicit no ACK of their own are outstanding (FEC parity):
+                # the peer acknowledges them within max_ack_delay, or they were lost (rule 7).
+                return self._last_in_flight_sent + self.probe_timeout()
             return None
         rto = self.rtt.rto
         if self._probes < self.max_probes:
@@ -307,6 +334,13 @@ class LossRecovery:
         deadline = self.loss_detection_timer()
         if deadline is None or now < deadline:
             return TimeoutOutcome(lost=[], rto_fired=False)
+        if not self._ack_eliciting_outstanding:
+            lost = list(self._sent.values())
+            self._sent.clear()
+            self._lowest = self.largest_sent + 1
+            self._declare_lost(lost, now)
+            self._expire_lost_memory(now)
+            return TimeoutOutcome(lost=lost, rto_fired=False)
         if self._probes < self.max_probes:
             # RFC 8985 §7.3 / RFC 9002 §6.2.4: ask for a probe; declare nothing lost, leave
             # the window alone. The probe's send restarts the timer (on_packet_sent).
@@ -355,8 +389,13 @@ class LossRecovery:
             p = sent.get(pn)
             if p is None:
                 continue
-            deadline = p.time_sent + loss_delay
-            if pn <= threshold_pn or deadline <= now:
+            reference, sent_at = pn, p.time_sent
+            if p.fec_guard_pn >= 0:  # FEC: the parity may still rebuild it (rule 4)
+                if p.fec_guard_pn > largest_acked:
+                    continue  # the parity is not acknowledged yet: the PTO/RTO still covers it
+                reference, sent_at = p.fec_guard_pn, p.fec_guard_time
+            deadline = sent_at + loss_delay
+            if reference <= threshold_pn or deadline <= now:
                 del sent[pn]
                 lost.append(p)
             elif loss_time is None or deadline < loss_time:

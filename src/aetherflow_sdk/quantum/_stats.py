@@ -61,6 +61,18 @@ class ConnectionStatistics:
     """Retransmission timeouts that fired."""
     tail_loss_probes: int
     """Tail-loss probe packets sent (RFC 8985 §7): ACKs had stopped, nothing was declared lost."""
+    fec_enabled: bool
+    """This side protects the packets it sends with FEC parity now (negotiated, and on or adaptive)."""
+    fec_groups_sent: int
+    """FEC groups closed by this side (full, or partial when the group timer expired)."""
+    parity_packets_sent: int
+    """FEC PARITY packets sent (not in ``packets_sent``; their bytes are in ``bytes_sent``)."""
+    parity_bytes_sent: int
+    """Bytes on the wire of those PARITY packets."""
+    fec_recovered_packets: int
+    """The peer's packets this side rebuilt from parity (received, acknowledged, never retransmitted)."""
+    fec_peer_recovered_packets: int
+    """Our packets the peer reports it rebuilt (its FEC_REPORT frames)."""
     bad_packets: int
     """Datagrams dropped as malformed or failing authentication."""
     replayed_packets: int

@@ -12,6 +12,13 @@ Header (32 bytes, big-endian, authenticated as AEAD associated data)::
     4..19  16 B  destination connection ID (a UUIDv7 chosen by the receiver)
     20..27 u64   packet number      (never reused within a connection)
     28..31 u32   fec group          (0 when unprotected)
+
+FEC (see ``_fec_path.py``): a DATA packet with flag FEC_PROTECTED is data shard
+``fec_index`` (0..9) of group ``fec_group``. A PARITY packet takes a packet number
+from the same space, is sealed like DATA (so corrupt parity fails the AEAD before
+any decode), and its plaintext is ``u8 k | u8 parity_count | u16 block_length |
+block``; its ``fec_index`` is 10 + j for the j-th parity shard. PARITY packets count
+in flight but are not ack-eliciting and never retransmitted.
 """
 
 from __future__ import annotations
@@ -116,6 +123,7 @@ class FrameType(enum.IntEnum):
     CLOSE = 0x08
     HANDSHAKE_DONE = 0x09
     BLOCKED = 0x0A
+    FEC_REPORT = 0x0B
 
 
 # ACK: largest acknowledged packet number (u64), ack delay in microseconds (u32), range
@@ -165,6 +173,16 @@ class BlockedFrame:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class FecReportFrame:
+    """Packets of the peer this side has rebuilt from FEC parity so far (cumulative u64).
+
+    Not ack-eliciting and never retransmitted: the next report carries the new total.
+    The sender's FEC policy counts these as losses, or FEC would switch itself off."""
+
+    recovered: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class PathChallengeFrame:
     """Asks the peer to echo ``token`` from the path it arrived on (RFC 9000 §8.2)."""
 
@@ -202,6 +220,7 @@ Frame = (
     | DatagramFrame
     | MaxDataFrame
     | BlockedFrame
+    | FecReportFrame
     | PathChallengeFrame
     | PathResponseFrame
     | CloseFrame
@@ -255,6 +274,10 @@ def encode_max_data(max_data: int) -> bytes:
 
 def encode_blocked(needed_max_data: int) -> bytes:
     return bytes((FrameType.BLOCKED,)) + U64.pack(needed_max_data)
+
+
+def encode_fec_report(recovered: int) -> bytes:
+    return bytes((FrameType.FEC_REPORT,)) + U64.pack(recovered)
 
 
 def encode_path_challenge(token: bytes) -> bytes:
@@ -341,6 +364,10 @@ def parse_frames_untrusted(payload: bytes) -> list[Frame]:
                 (value,) = U64.unpack_from(payload, pos)
                 pos += U64.size
                 frames.append(BlockedFrame(needed_max_data=value))
+            elif ftype == FrameType.FEC_REPORT:
+                (value,) = U64.unpack_from(payload, pos)
+                pos += U64.size
+                frames.append(FecReportFrame(recovered=value))
             elif ftype in (FrameType.PATH_CHALLENGE, FrameType.PATH_RESPONSE):
                 if pos + PATH_TOKEN_SIZE > end:
                     raise BadPacket("path frame truncated")
