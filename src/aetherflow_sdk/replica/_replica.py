@@ -394,10 +394,12 @@ class Replica:
         self._txn_kind = None
         if self._undo_steps >= 2 * self._max_undo_steps:
             self._trim_undo_history()
-        changes, self._local_ops = self._local_ops, []
-        for change in changes:
-            self._emit(change)
-        self._notify()
+        if self._local_ops:
+            changes, self._local_ops = self._local_ops, []
+            for change in changes:
+                self._emit(change)
+        if self._unnotified:
+            self._notify()
 
     @contextmanager
     def _observing_text(self) -> Iterator[None]:
@@ -618,9 +620,12 @@ class Replica:
 
     def _notify(self) -> None:
         """Run update listeners for the transactions that just committed."""
-        while self._unnotified:
-            update, origin, local = self._unnotified.pop(0)
-            for listener in list(self._listeners):
+        if not self._unnotified:
+            return
+        pending, self._unnotified = self._unnotified, []
+        listeners = tuple(self._listeners)
+        for update, origin, local in pending:
+            for listener in listeners:
                 listener(update, origin, local)
 
     def _on_text_event(self, event: Any) -> None:

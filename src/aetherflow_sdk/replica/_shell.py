@@ -208,8 +208,10 @@ class ReplicaSync:
         self._wake_senders()
 
     def _wake_senders(self) -> None:
+        # Called after every local edit: cheap when the senders are already awake.
         for event in self._wakers.values():
-            event.set()
+            if not event.is_set():
+                event.set()
 
     def _wake_all(self) -> None:
         self._wake_senders()
