@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aetherflow_sdk import LocalProtocolError
-from aetherflow_sdk.replica import Replica
+from aetherflow_sdk.replica import Replica, SyncProtocol
 from aetherflow_sdk.replica._wire import encode_sync_step2, encode_sync_update
 
 from .conftest import VirtualNet, make_replica
@@ -319,3 +321,17 @@ def test_presence_as_datagrams_survives_loss_by_later_updates(rng: random.Random
     kinds = {kind for queue in net.in_flight.values() for kind, _ in queue}
     assert kinds <= {"datagram", "unordered", "ordered"}
     assert net.nodes["b"].presence()  # with 40 tries at 50 % loss, some arrived
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_random_bytes_never_raise_from_receive_message(messages: list[bytes]) -> None:
+    """Any bytes from a peer are processed or counted as bad; nothing escapes, the text is intact."""
+    replica = Replica("d", client_id=1)
+    replica.insert(0, "keep me")
+    protocol = SyncProtocol(replica, now=0.0)
+    protocol.add_peer("peer", now=0.0)
+    for data in messages:
+        for prefix in (b"", b"\x00\x02", b"\x00\x00", b"\x01"):
+            protocol.receive_message("peer", prefix + data, 0.0)
+    assert "keep me" in replica.text or protocol.statistics().updates_applied > 0
