@@ -335,3 +335,24 @@ def test_random_bytes_never_raise_from_receive_message(messages: list[bytes]) ->
         for prefix in (b"", b"\x00\x02", b"\x00\x00", b"\x01"):
             protocol.receive_message("peer", prefix + data, 0.0)
     assert "keep me" in replica.text or protocol.statistics().updates_applied > 0
+
+
+def test_presence_does_not_ping_pong_around_a_cycle(rng: random.Random) -> None:
+    """Our own state relayed back to us through a slower path is not re-announced."""
+    net = VirtualNet(rng)
+    for name in "abc":
+        net.add(name, make_replica(rng))
+    net.connect("a", "b")
+    net.connect("b", "c")
+    net.connect("c", "a")
+    net.run()
+    a, b, c = (net.nodes[name] for name in "abc")
+    a.set_presence(name="ada", color="#fff", now=1.0)
+    (to_b,) = a.messages_for("b", 1.0)
+    (_slow_to_c,) = a.messages_for("c", 1.0)  # held back: c hears of a through b first
+    b.receive_message("a", to_b.data, 1.0)
+    (b_to_c,) = b.messages_for("c", 1.0)
+    c.receive_message("b", b_to_c.data, 1.0)
+    (c_to_a,) = c.messages_for("a", 1.0)  # c relays a's state to a (it came from b)
+    a.receive_message("c", c_to_a.data, 1.0)
+    assert a.messages_for("b", 2.0) == [] and a.messages_for("c", 2.0) == []

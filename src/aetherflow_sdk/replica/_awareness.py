@@ -88,8 +88,11 @@ class Awareness:
             client = entry.client_id
             if client == self.client_id:
                 meta = self._meta[client]
-                if entry.clock >= meta.clock and self.local_state is not None:
-                    # Someone announced our client as gone or changed: outbid it.
+                # Our own state relayed back (same clock, same state) is ignored, as in
+                # awareness.js -- reacting to it would ping-pong around a mesh cycle.
+                # Only a newer clock, or a removal at our clock, is outbid.
+                newer = entry.clock > meta.clock or (entry.clock == meta.clock and entry.state is None)
+                if newer and self.local_state is not None:
                     meta.clock = entry.clock + 1
                     meta.last_updated = now
                     updated.append(client)
