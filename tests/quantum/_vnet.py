@@ -45,6 +45,9 @@ class VirtualNetwork:
     def __init__(self, seed: int, profile: LinkProfile | None = None) -> None:
         self.seed = seed
         self.random = random.Random(seed)
+        # The endpoints' own random choices (BBR's phase) come from a separate stream, so that
+        # they do not shift the link's loss pattern for a given seed.
+        self._endpoint_seeds = random.Random(seed ^ 0x5EED)
         self.profile = profile or LinkProfile()
         self.now = 1000.0
         self.endpoints: dict[Address, EndpointCore] = {}
@@ -67,6 +70,7 @@ class VirtualNetwork:
             config=config or QuantumConfig(),
             accept_connections=accept,
             cookie_secret=self.random.randbytes(32),
+            rng=random.Random(self._endpoint_seeds.getrandbits(64)),
         )
         self.endpoints[address] = endpoint
         return endpoint

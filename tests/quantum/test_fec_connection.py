@@ -15,7 +15,7 @@ import pytest
 from aetherflow_sdk.quantum import QuantumConfig
 from aetherflow_sdk.quantum._connection import QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
-from aetherflow_sdk.quantum._wire import Header, HeaderFlags, PacketType, parse_header_untrusted
+from aetherflow_sdk.quantum._wire import HeaderFlags, PacketType, parse_header_untrusted
 from tests.quantum._vnet import LinkProfile, VirtualNetwork
 from tests.quantum.test_connection_virtual import A, B
 

@@ -401,6 +401,11 @@ class Bbr:
 
     # ---- read-only model, for statistics and tests ------------------------------------------
 
+    def use_rng(self, rng: random.Random) -> None:
+        """Draw random choices (the PROBE_BW starting phase) from ``rng``: a seeded one makes a
+        whole connection replayable on a virtual clock."""
+        self._rng = rng
+
     @property
     def congestion_window(self) -> int:
         return self._cwnd

@@ -81,8 +81,9 @@ class QuantumConfig:
     """A partial FEC group closes (and its parity leaves) this fraction of the smoothed
     RTT after its first packet (issue 3: srtt/4), so a lone edit is protected too."""
 
-    congestion_control: str = attrs.field(default="newreno")
-    """Name of the congestion controller: "newreno" (RFC 9002 §7) or "bbr"."""
+    congestion_control: str = attrs.field(default="bbr")
+    """Name of the congestion controller: "bbr" (BBRv1, docs/bbr-fec.md; the default, because
+    random loss does not collapse its rate) or "newreno" (RFC 9002 §7)."""
 
     initial_window_packets: int = attrs.field(default=10, validator=_positive)
     """Initial congestion window in packets (RFC 9002 §7.2)."""

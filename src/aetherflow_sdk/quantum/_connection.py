@@ -22,6 +22,7 @@ Inside, it plugs together:
 from __future__ import annotations
 
 import os
+import random
 from collections import deque
 from typing import Final
 
@@ -154,6 +155,7 @@ class QuantumConnection:
         now: float,
         pinned_peer_id: bytes | None = None,
         initial: InitialMessage | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.is_client = initial is None
@@ -202,6 +204,9 @@ class QuantumConnection:
         self.congestion = _congestion.create(
             config.congestion_control, config.max_datagram_size, config.initial_window_packets
         )
+        use_rng = getattr(self.congestion, "use_rng", None)
+        if rng is not None and use_rng is not None:
+            use_rng(rng)  # e.g. BBR's random PROBE_BW phase: seeded tests replay exactly
         self.recovery = LossRecovery(
             rtt=self.rtt,
             congestion=self.congestion,

@@ -11,6 +11,7 @@ caused it (well under the 3x amplification limit of RFC 9000 §8.1).
 from __future__ import annotations
 
 import os
+import random
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -45,6 +46,7 @@ class EndpointCore:
         cookie_secret: bytes | None = None,
         cid_factory: Callable[[], bytes] = _new_cid,
         max_connections: int = MAX_CONNECTIONS,
+        rng: random.Random | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -52,6 +54,8 @@ class EndpointCore:
         self._cookie_secret = cookie_secret or os.urandom(32)
         self._cid_factory = cid_factory
         self._max_connections = max_connections
+        # Randomness for the connections' choices (BBR's phase); seeded in virtual-network tests.
+        self._rng = rng
         self.connections: dict[bytes, QuantumConnection] = {}
         self._by_client_cid: dict[bytes, QuantumConnection] = {}  # server side: duplicate INITIALs
         self._stateless_out: deque[tuple[bytes, Address]] = deque()
@@ -79,6 +83,7 @@ class EndpointCore:
             peer_address=address,
             now=now,
             pinned_peer_id=peer_id,
+            rng=self._connection_rng(),
         )
         self.connections[cid] = connection
         self._dirty.add(cid)
@@ -142,6 +147,7 @@ class EndpointCore:
                 peer_address=address,
                 now=now,
                 initial=initial,
+                rng=self._connection_rng(),
             )
         except BadPacket:  # e.g. a low-order ephemeral key
             self._bad += 1
@@ -153,6 +159,9 @@ class EndpointCore:
         # The INITIAL itself is consumed by the handshake object; do not feed it again.
         self._dirty.add(cid)
         return None
+
+    def _connection_rng(self) -> random.Random | None:
+        return None if self._rng is None else random.Random(self._rng.getrandbits(64))
 
     def _send_stateless(self, packet: bytes, address: Address) -> None:
         if len(self._stateless_out) < MAX_STATELESS_QUEUE:
