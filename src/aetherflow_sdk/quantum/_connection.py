@@ -10,6 +10,7 @@ clock (the model is aioquic's ``QuicConnection``).
 Inside, it plugs together:
 
 * the handshake (``_handshake``), then per-direction AEAD (``_crypto``);
+* packet building (``_output``, a mixin: what goes into the next packet, and when);
 * the message layer (``_messages``): fragmentation, ordered/unordered
   delivery, flow control;
 * loss recovery (``_recovery``) with the RFC 6298 estimator (``_rtt``),
@@ -53,6 +54,14 @@ from aetherflow_sdk.quantum._handshake import (
     TransportParameters,
 )
 from aetherflow_sdk.quantum._messages import Fragment, MessageReceiver, MessageSender
+from aetherflow_sdk.quantum._output import (
+    CONTROL_BLOCKED,
+    CONTROL_HANDSHAKE_DONE,
+    CONTROL_MAX_DATA,
+    CONTROL_PATH_CHALLENGE,
+    Address,
+    PacketOutput,
+)
 from aetherflow_sdk.quantum._pacer import Pacer
 from aetherflow_sdk.quantum._ranges import RangeSet
 from aetherflow_sdk.quantum._recovery import LossRecovery, SentPacket
@@ -66,13 +75,10 @@ from aetherflow_sdk.quantum._states import (
     ConnectionState,
     transition,
 )
-from aetherflow_sdk.quantum._stats import ConnectionStatistics
+from aetherflow_sdk.quantum._stats import ConnectionCounters, ConnectionStatistics
 from aetherflow_sdk.quantum._wire import (
     AEAD_TAG_SIZE,
-    ENCODED_HANDSHAKE_DONE,
-    ENCODED_PING,
     HEADER_SIZE,
-    MESSAGE_FRAME_OVERHEAD,
     AckFrame,
     BlockedFrame,
     CloseCode,
@@ -86,27 +92,14 @@ from aetherflow_sdk.quantum._wire import (
     PacketType,
     PathChallengeFrame,
     PathResponseFrame,
-    encode_ack,
-    encode_blocked,
     encode_close,
-    encode_datagram,
-    encode_fec_report,
-    encode_max_data,
-    encode_message_head,
-    encode_path_challenge,
-    encode_path_response,
     parse_frames_untrusted,
     parse_header_untrusted,
 )
 
-Address = tuple[str, int]
-
-MAX_BURST: Final = 64  # packets built per datagrams_to_send() call, so the shell can interleave I/O
 HANDSHAKE_RETRANSMIT_FACTOR: Final = 2.0  # first handshake resend after 2 x initial RTT, then doubling
 DATAGRAM_QUEUE: Final = 256  # unreliable datagrams held per direction; oldest dropped past this
 REPLAY_WINDOW_RANGES: Final = 4096  # received-packet ranges remembered for replay rejection
-AMPLIFICATION_FACTOR: Final = 3  # RFC 9000 §8: at most 3x the bytes received on an unvalidated path
-MIN_FRAGMENT: Final = 64  # do not start a message fragment in less room than this
 DRAIN_RTOS: Final = 3  # RFC 9000 §10.2: closing/draining lasts three PTOs
 
 
@@ -135,14 +128,7 @@ class PathMigrated:
 Event = HandshakeCompleted | ConnectionTerminated | PathMigrated
 
 
-# Retransmittable control items a sent packet can carry (besides message fragments).
-_CONTROL_MAX_DATA: Final = "max_data"
-_CONTROL_HANDSHAKE_DONE: Final = "handshake_done"
-_CONTROL_PATH_CHALLENGE: Final = "path_challenge"
-_CONTROL_BLOCKED: Final = "blocked"
-
-
-class QuantumConnection:
+class QuantumConnection(PacketOutput):
     """One Quantum connection, client or server side, as a pure state machine."""
 
     def __init__(
@@ -261,7 +247,7 @@ class QuantumConnection:
         self._close_frame = b""
 
         # Counters (see statistics()).
-        self._stats = _Counters()
+        self._stats = ConnectionCounters()
 
     # ------------------------------------------------------------------ public API
 
@@ -644,13 +630,13 @@ class QuantumConnection:
             for item in payload:  # type: ignore[attr-defined]
                 if isinstance(item, Fragment):
                     self._sender.on_fragment_lost(item)
-                elif item == _CONTROL_MAX_DATA:
+                elif item == CONTROL_MAX_DATA:
                     self._max_data_pending = True
-                elif item == _CONTROL_BLOCKED:
+                elif item == CONTROL_BLOCKED:
                     self._sender.on_blocked_lost()
-                elif item == _CONTROL_HANDSHAKE_DONE:
+                elif item == CONTROL_HANDSHAKE_DONE:
                     self._handshake_done_pending = True
-                elif item == _CONTROL_PATH_CHALLENGE and self._path_challenge is not None:
+                elif item == CONTROL_PATH_CHALLENGE and self._path_challenge is not None:
                     self._path_challenge_pending = True
 
     def _on_peer_close(self, frame: CloseFrame, now: float) -> None:
@@ -749,266 +735,6 @@ class QuantumConnection:
         self._handshake_retries += 1
         backoff = HANDSHAKE_RETRANSMIT_FACTOR * 2 ** min(self._handshake_retries, 6)
         self._handshake_timer = now + self.config.initial_rtt * backoff
-
-    # ------------------------------------------------------------------ output
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Datagrams to send now, each with its destination."""
-        out: list[tuple[bytes, Address]] = []
-        if self.state is ConnectionState.CLOSED:
-            return out
-        address = self.peer_address
-        if self._handshake_out:
-            for handshake_packet in self._handshake_out:
-                out.append((handshake_packet, address))
-                self._count_sent(len(handshake_packet), now)
-            self._handshake_out.clear()
-        if self._send_protection is None or self.state is ConnectionState.DRAINING:
-            return out
-        if self.state is ConnectionState.CLOSING:
-            if self._close_packet_pending:
-                self._close_packet_pending = False
-                out.append((self._seal(self._close_frame), address))
-                self._count_sent(len(out[-1][0]), now)
-            return out
-        for _ in range(MAX_BURST):
-            packet = self._build_parity_packet(now) or self._build_packet(now)
-            if packet is None:
-                break
-            out.append((packet, address))
-        return out
-
-    def _seal(
-        self,
-        payload: bytes,
-        packet_type: PacketType = PacketType.DATA,
-        flags: int = 0,
-        fec_group: int = 0,
-        fec_index: int = 0,
-    ) -> bytes:
-        assert self._send_protection is not None
-        pn = self._next_packet_number
-        self._next_packet_number += 1
-        header = Header(
-            packet_type=packet_type,
-            destination_cid=self._peer_cid,
-            packet_number=pn,
-            flags=flags,
-            fec_group=fec_group,
-            fec_index=fec_index,
-        ).pack()
-        return self._send_protection.seal(header, pn, payload)
-
-    def _count_sent(self, size: int, now: float) -> None:
-        self._stats.datagrams_sent += 1
-        self._stats.bytes_sent += size
-        self._path_bytes_sent += size
-        self._last_sent = now
-
-    def _ack_due(self, now: float) -> bool:
-        return self._ack_deadline is not None and now >= self._ack_deadline
-
-    def _build_packet(self, now: float) -> bytes | None:
-        """Build and seal the next packet, or return None if nothing may be sent now."""
-        mds = self.config.max_datagram_size
-        budget = mds - HEADER_SIZE - AEAD_TAG_SIZE
-        if not self._path_validated:
-            allowance = AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent
-            if allowance < mds:
-                return None  # wait for the peer to prove the new path (or send more on it)
-        probe = self._probe_pending  # RFC 9002 §7.5: a probe is not blocked by the window
-        window_open = probe or self.recovery.bytes_in_flight + mds <= self.congestion.congestion_window
-        wants_data = window_open and (
-            probe
-            or self._sender.has_data_to_send()
-            or self._datagrams_out
-            or self._max_data_pending
-            or self._sender.should_send_blocked()
-            or self._handshake_done_pending
-            or self._ping_pending
-            or self._path_challenge_pending
-        )
-        ack_now = self._ack_due(now) or bool(self._path_responses)
-        if not wants_data and not ack_now:
-            if window_open and not self._sender.has_data_to_send():
-                self.congestion.on_app_limited(self.recovery.bytes_in_flight, now)
-            return None
-        if wants_data and not probe:
-            rate = self.congestion.pacing_rate
-            if rate > 0:
-                self.pacer.set_rate(rate)
-            pace_at = self.pacer.next_send_time(mds, now)
-            if pace_at is not None:
-                self._pacing_deadline = pace_at
-                if not ack_now:
-                    return None
-                wants_data = False  # send the ACK alone now; data follows when the pacer allows
-
-        parts: list[bytes] = []
-        retransmittable: list[object] = []
-        eliciting = False  # any frame other than ACK makes the packet ack-eliciting (RFC 9002 §2)
-        if self._ack_info_pending and self._received:
-            ack = encode_ack(list(reversed(self._received)), max(0.0, now - self._largest_received_time))
-            parts.append(ack)
-            budget -= len(ack)
-            self._ack_info_pending = False
-            self._ack_eliciting_unacked = 0
-            self._ack_deadline = None
-        if self._fec.report_due():
-            report = encode_fec_report(self._fec.take_report())
-            parts.append(report)
-            budget -= len(report)
-        if self._path_responses:
-            eliciting = True
-            for token in self._path_responses:
-                parts.append(encode_path_response(token))
-                budget -= 9
-            self._path_responses.clear()
-        if wants_data:
-            if self._path_challenge_pending and self._path_challenge is not None:
-                parts.append(encode_path_challenge(self._path_challenge))
-                budget -= 9
-                retransmittable.append(_CONTROL_PATH_CHALLENGE)
-                self._path_challenge_pending = False
-            if self._handshake_done_pending:
-                parts.append(ENCODED_HANDSHAKE_DONE)
-                budget -= 1
-                retransmittable.append(_CONTROL_HANDSHAKE_DONE)
-                self._handshake_done_pending = False
-            if self._max_data_pending:
-                parts.append(encode_max_data(self._receiver.max_data))
-                self._receiver.on_max_data_sent()
-                budget -= 9
-                retransmittable.append(_CONTROL_MAX_DATA)
-                self._max_data_pending = False
-            if self._sender.should_send_blocked():
-                needed = self._sender.blocked_at
-                assert needed is not None
-                parts.append(encode_blocked(needed))
-                self._sender.on_blocked_sent()
-                budget -= 9
-                retransmittable.append(_CONTROL_BLOCKED)
-            while self._datagrams_out and len(self._datagrams_out[0]) + 3 <= budget:
-                data = self._datagrams_out.popleft()
-                parts.append(encode_datagram(data))
-                budget -= len(data) + 3
-                eliciting = True
-                self._stats.unreliable_sent += 1
-            while budget >= MESSAGE_FRAME_OVERHEAD + MIN_FRAGMENT:
-                fragment = self._sender.next_fragment(budget - MESSAGE_FRAME_OVERHEAD)
-                if fragment is None:
-                    break
-                parts.append(
-                    encode_message_head(
-                        fragment.ordered,
-                        fragment.sequence,
-                        fragment.flow_offset,
-                        fragment.message_length,
-                        fragment.offset,
-                        len(fragment.data),
-                    )
-                )
-                parts.append(fragment.data)
-                budget -= MESSAGE_FRAME_OVERHEAD + len(fragment.data)
-                retransmittable.append(fragment)
-            if probe:
-                self._probe_pending = False
-                self._stats.tail_loss_probes += 1
-                if not retransmittable and not eliciting:
-                    # No new data: copy the newest outstanding data, so that the probe's ACK
-                    # both delivers it and shows what is missing before it (RFC 8985 §7.3).
-                    budget = self._add_probe_copy(parts, retransmittable, budget)
-            if self._ping_pending or probe:
-                self._ping_pending = False
-                if not retransmittable and not eliciting:
-                    parts.append(ENCODED_PING)
-                    eliciting = True
-        if not parts:
-            return None
-        eliciting = eliciting or bool(retransmittable)
-        pn = self._next_packet_number
-        plaintext = b"".join(parts)
-        group = -1
-        if eliciting and self._fec.sending:
-            group, index = self._fec.protect(pn, plaintext, self.rtt.smoothed_rtt, now)
-            packet = self._seal(plaintext, PacketType.DATA, HeaderFlags.FEC_PROTECTED, group, index)
-        else:
-            packet = self._seal(plaintext)
-        self._count_sent(len(packet), now)
-        self._stats.packets_sent += 1
-        if eliciting:
-            sent = SentPacket(
-                packet_number=pn,
-                time_sent=now,
-                size=len(packet),
-                ack_eliciting=True,
-                in_flight=True,
-                payload=retransmittable or None,
-            )
-            if group >= 0:
-                self._fec.track(sent, group)
-            self.recovery.on_packet_sent(sent, now)
-            self.pacer.on_packet_sent(len(packet), now)
-            app_bytes = sum(len(item.data) for item in retransmittable if isinstance(item, Fragment))
-            self._fec.on_data_sent(app_bytes, len(packet), now)
-        else:
-            # ACK-only packets are not tracked for loss (RFC 9002 §3), but recovery must know
-            # their numbers exist so that an ACK covering them is not taken for a forgery.
-            self.recovery.largest_sent = pn
-        return packet
-
-    def _build_parity_packet(self, now: float) -> bytes | None:
-        """The next FEC parity packet, if one is due and the window and the pacer allow it.
-
-        Parity counts in flight (it uses the link) but is not ack-eliciting and is never
-        retransmitted (docs/bbr-fec.md, "Parity and congestion control")."""
-        shard = self._fec.next_parity(now)
-        if shard is None:
-            return None
-        mds = self.config.max_datagram_size
-        if not self._path_validated and (
-            AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent < mds
-        ):
-            return None
-        if self.recovery.bytes_in_flight + mds > self.congestion.congestion_window:
-            return None
-        if self.congestion.pacing_rate > 0:
-            self.pacer.set_rate(self.congestion.pacing_rate)
-        pace_at = self.pacer.next_send_time(mds, now)
-        if pace_at is not None:
-            self._pacing_deadline = pace_at
-            return None
-        pn = self._next_packet_number
-        packet = self._seal(shard.payload, PacketType.PARITY, 0, shard.group_id, shard.index)
-        self._count_sent(len(packet), now)
-        self.recovery.on_packet_sent(
-            SentPacket(
-                packet_number=pn, time_sent=now, size=len(packet), ack_eliciting=False, in_flight=True
-            ),
-            now,
-        )
-        self.pacer.on_packet_sent(len(packet), now)
-        self._fec.on_parity_sent(shard, pn, len(packet), now)
-        return packet
-
-    def _add_probe_copy(self, parts: list[bytes], retransmittable: list[object], budget: int) -> int:
-        payload = self.recovery.newest_payload()
-        for item in payload or ():  # type: ignore[attr-defined]
-            if isinstance(item, Fragment) and MESSAGE_FRAME_OVERHEAD + len(item.data) <= budget:
-                parts.append(
-                    encode_message_head(
-                        item.ordered,
-                        item.sequence,
-                        item.flow_offset,
-                        item.message_length,
-                        item.offset,
-                        len(item.data),
-                    )
-                )
-                parts.append(item.data)
-                budget -= MESSAGE_FRAME_OVERHEAD + len(item.data)
-                retransmittable.append(item)
-        return budget
 
     # ------------------------------------------------------------------ closing
 
@@ -1114,33 +840,8 @@ class QuantumConnection:
         )
 
 
-@attrs.define(slots=True)
-class _Counters:
-    packets_sent: int = 0
-    packets_received: int = 0
-    datagrams_sent: int = 0
-    datagrams_received: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    app_bytes_sent: int = 0
-    app_bytes_received: int = 0
-    messages_sent: int = 0
-    messages_received: int = 0
-    packets_retransmitted: int = 0
-    tail_loss_probes: int = 0
-    parity_received: int = 0
-    fec_recovered: int = 0
-    bad_packets: int = 0
-    replayed_packets: int = 0
-    dropped_packets: int = 0
-    duplicate_packets: int = 0
-    unreliable_sent: int = 0
-    unreliable_received: int = 0
-    unreliable_dropped: int = 0
-    path_migrations: int = 0
-
-
 __all__ = [
+    "Address",
     "ConnectionTerminated",
     "Event",
     "HandshakeCompleted",

@@ -117,3 +117,31 @@ class EndpointStatistics:
     """INITIALs refused because the endpoint was at its connection limit or not accepting."""
     active_connections: int
     """Connections currently open."""
+
+
+@attrs.define(slots=True)
+class ConnectionCounters:
+    """A connection's mutable counters (``statistics()`` snapshots them)."""
+
+    packets_sent: int = 0
+    packets_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    app_bytes_sent: int = 0
+    app_bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    packets_retransmitted: int = 0
+    tail_loss_probes: int = 0
+    parity_received: int = 0
+    fec_recovered: int = 0
+    bad_packets: int = 0
+    replayed_packets: int = 0
+    dropped_packets: int = 0
+    duplicate_packets: int = 0
+    unreliable_sent: int = 0
+    unreliable_received: int = 0
+    unreliable_dropped: int = 0
+    path_migrations: int = 0
