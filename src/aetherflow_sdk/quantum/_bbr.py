@@ -762,10 +762,12 @@ class Bbr:
                 cwnd = max(cwnd, CWND_MIN_TARGET_PACKETS * self._mss)
         if self._mode is Mode.PROBE_RTT:
             cwnd = min(cwnd, CWND_MIN_TARGET_PACKETS * self._mss)  # drain the queue, refresh min RTT
-        # tcp_bbr counts whole packets, so its window is never below one packet; in bytes, packet
-        # conservation after acking a small packet (a PING) could leave less than one full packet
-        # and, with nothing in flight, shut the window for good.
-        self._cwnd = max(cwnd, self._mss)
+        # tcp_bbr counts packets, so packet conservation (cwnd = in flight + acked) keeps a sparse
+        # sender of small packets at 2+ packets. Counted in bytes it would fall below one full-size
+        # packet (a 200 B edit in flight, one acked) and block the next edit for a round trip or,
+        # with nothing in flight, for good. So the window never goes below bbr_cwnd_min_target
+        # full-size packets here (PROBE_RTT's cap is the same 4 packets).
+        self._cwnd = max(cwnd, CWND_MIN_TARGET_PACKETS * self._mss)
 
 
 def _factory(max_datagram_size: int, initial_window_packets: int) -> CongestionController:
