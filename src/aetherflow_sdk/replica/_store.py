@@ -30,7 +30,6 @@ import zlib
 from pathlib import Path
 
 import attrs
-import sqlite_utils
 
 from aetherflow_sdk._errors import StorageError
 
@@ -111,6 +110,10 @@ class SqliteStore:
             ) from exc
 
     def _setup(self) -> None:
+        # Imported here: sqlite-utils takes ~0.2 s to import, and an in-memory replica
+        # (or a CLI command that never opens a store) should not pay for it.
+        import sqlite_utils
+
         conn = self._conn
         # auto_vacuum must be chosen before the first table exists; INCREMENTAL lets
         # compaction hand freed pages back to the file system.
