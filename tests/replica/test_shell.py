@@ -144,3 +144,30 @@ def test_works_under_asyncio(backend: str) -> None:
             tg.cancel_scope.cancel()
 
     anyio.run(main, backend=backend)
+
+
+async def test_three_replicas_in_a_line_relay_through_the_middle(rng: random.Random) -> None:
+    a, b, c = make_replica(rng), make_replica(rng), make_replica(rng)
+    ab, ba = memory_channel_pair((b"\x0a" * 32, b"\x0b" * 32))
+    bc, cb = memory_channel_pair((b"\x0b" * 32, b"\x0c" * 32))
+    async with (
+        ReplicaSync(a) as sync_a,
+        ReplicaSync(b) as sync_b,
+        ReplicaSync(c) as sync_c,
+        anyio.create_task_group() as tg,
+    ):
+        syncs = (sync_a, sync_b, sync_c)
+        tg.start_soon(sync_a.serve, ab)
+        tg.start_soon(sync_b.serve, ba)
+        tg.start_soon(sync_b.serve, bc)
+        tg.start_soon(sync_c.serve, cb)
+        for i in range(50):
+            a.insert(len(a), f"a{i} ")
+            c.insert(0, f"c{i} ")
+            if i % 10 == 0:
+                await anyio.lowlevel.checkpoint()
+        await wait_until(lambda: a.text == b.text == c.text, 10, "all three converged", *syncs)
+        sync_c.set_presence(name="cy", color="#0f0", anchor=0)
+        await wait_until(lambda: len(sync_a.presence()) == 1, 10, "c's presence reached a via b", *syncs)
+        assert sync_b.protocol.statistics().peers == 2
+        tg.cancel_scope.cancel()
