@@ -534,18 +534,23 @@ class Replica:
         ``origin`` is passed to update listeners and change events (the sync layer
         uses the peer, so it never echoes an update back to where it came from).
         """
+        return self._apply_remote(bytes(update), origin, None)
+
+    def _apply_remote(self, update: bytes, origin: object, plain_ascii: bool | None) -> bool:
+        """``apply_update``; the sync protocol passes ``plain_ascii`` (it decoded the update already)."""
         self._check_open()
         self._check_not_in_batch("apply_update()")
-        update = bytes(update)
         # Fast path: nobody wants deltas and the text stays ASCII, so the only
         # bookkeeping is the length (byte length = code points), and the text
         # observer -- whose delta costs grow with the document -- can stay off.
         fast = False
         if not self._subscribers and self._ascii:
-            try:
-                fast = update_needs_untrusted(update).plain_ascii
-            except BadPacket:
-                fast = False  # let yrs reject it below, with its own message
+            if plain_ascii is None:
+                try:
+                    plain_ascii = update_needs_untrusted(update).plain_ascii
+                except BadPacket:
+                    plain_ascii = False  # let yrs reject it below, with its own message
+            fast = plain_ascii
         self._txn_kind = "remote"
         self._remote_origin = origin
         self._changed = False

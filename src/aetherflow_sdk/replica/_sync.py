@@ -371,12 +371,12 @@ class SyncProtocol:
             if len(self._held) > MAX_HELD_UPDATES:
                 self._resync_after_overflow(peer)
             return
-        self._apply(peer.key, message.update)
+        self._apply(peer.key, message.update, needs)
         self._apply_held()
 
-    def _apply(self, origin: PeerKey, update: bytes) -> None:
+    def _apply(self, origin: PeerKey, update: bytes, needs: UpdateNeeds) -> None:
         try:
-            changed = self.replica.apply_update(update, origin=origin)
+            changed = self.replica._apply_remote(update, origin, needs.plain_ascii)
         except ReplicaError:
             self._counters["bad_messages"] += 1
             return
@@ -391,8 +391,8 @@ class SyncProtocol:
             index = next((i for i, (_, _, needs) in enumerate(self._held) if needs.ready(have)), None)
             if index is None:
                 return
-            origin, update, _ = self._held.pop(index)
-            self._apply(origin, update)
+            origin, update, needs = self._held.pop(index)
+            self._apply(origin, update, needs)
 
     def _resync_after_overflow(self, peer: _Peer) -> None:
         # Too much is waiting for something that did not come: drop what this peer
