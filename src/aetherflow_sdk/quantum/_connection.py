@@ -54,17 +54,10 @@ from aetherflow_sdk.quantum._handshake import (
     TransportParameters,
 )
 from aetherflow_sdk.quantum._messages import Fragment, MessageReceiver, MessageSender
-from aetherflow_sdk.quantum._output import (
-    CONTROL_BLOCKED,
-    CONTROL_HANDSHAKE_DONE,
-    CONTROL_MAX_DATA,
-    CONTROL_PATH_CHALLENGE,
-    Address,
-    PacketOutput,
-)
+from aetherflow_sdk.quantum._output import Address, PacketOutput
 from aetherflow_sdk.quantum._pacer import Pacer
 from aetherflow_sdk.quantum._ranges import RangeSet
-from aetherflow_sdk.quantum._recovery import LossRecovery, SentPacket
+from aetherflow_sdk.quantum._recovery import LossRecovery
 from aetherflow_sdk.quantum._rtt import RttEstimator
 from aetherflow_sdk.quantum._states import (
     ACCEPTS_NEW_MESSAGES,
@@ -99,7 +92,6 @@ from aetherflow_sdk.quantum._wire import (
 
 HANDSHAKE_RETRANSMIT_FACTOR: Final = 2.0  # first handshake resend after 2 x initial RTT, then doubling
 DATAGRAM_QUEUE: Final = 256  # unreliable datagrams held per direction; oldest dropped past this
-REPLAY_WINDOW_RANGES: Final = 4096  # received-packet ranges remembered for replay rejection
 DRAIN_RTOS: Final = 3  # RFC 9000 §10.2: closing/draining lasts three PTOs
 
 
@@ -557,29 +549,6 @@ class QuantumConnection(PacketOutput):
             self._schedule_ack(pn, now)
         self._maybe_finish_shutdown(now)
 
-    def _record_received(self, pn: int, now: float) -> None:
-        self._received.add(pn)
-        if len(self._received) > REPLAY_WINDOW_RANGES:
-            # Forget the oldest range: anything below it is rejected as too old (retransmitted
-            # data always travels under new packet numbers, so nothing legitimate is lost).
-            self._replay_floor = self._received.shift().stop
-        if pn > self._largest_received:
-            self._largest_received = pn
-            self._largest_received_time = now
-
-    def _schedule_ack(self, pn: int, now: float) -> None:
-        self._ack_info_pending = True
-        self._ack_eliciting_unacked += 1
-        out_of_order = pn != self._largest_received or (
-            len(self._received) > 1
-            and pn == self._largest_received
-            and self._received.bounds().stop - 1 != pn
-        )
-        if self._ack_eliciting_unacked >= self.config.ack_eliciting_threshold or out_of_order:
-            self._ack_deadline = now  # RFC 9000 §13.2.1: acknowledge at once
-        elif self._ack_deadline is None:
-            self._ack_deadline = now + self.config.max_ack_delay
-
     def _on_path(self, address: Address, pn: int, size: int, now: float) -> None:
         if address == self.peer_address:
             self._path_bytes_received += size
@@ -609,35 +578,6 @@ class QuantumConnection(PacketOutput):
             self._on_packet_acked(packet)
         self._on_packets_lost(outcome.lost, now)
         self._fec.update(now)
-
-    def _on_packet_acked(self, packet: SentPacket) -> None:
-        payload = packet.payload
-        if not payload:
-            return
-        for item in payload:  # type: ignore[attr-defined]
-            if isinstance(item, Fragment):
-                self._sender.on_fragment_acked(item)
-
-    def _on_packets_lost(self, lost: list[SentPacket], now: float) -> None:
-        eliciting = sum(1 for packet in lost if packet.ack_eliciting)
-        if eliciting:
-            self._fec.on_packets_lost(eliciting, now)
-        for packet in lost:
-            payload = packet.payload
-            if not payload:
-                continue
-            self._stats.packets_retransmitted += 1
-            for item in payload:  # type: ignore[attr-defined]
-                if isinstance(item, Fragment):
-                    self._sender.on_fragment_lost(item)
-                elif item == CONTROL_MAX_DATA:
-                    self._max_data_pending = True
-                elif item == CONTROL_BLOCKED:
-                    self._sender.on_blocked_lost()
-                elif item == CONTROL_HANDSHAKE_DONE:
-                    self._handshake_done_pending = True
-                elif item == CONTROL_PATH_CHALLENGE and self._path_challenge is not None:
-                    self._path_challenge_pending = True
 
     def _on_peer_close(self, frame: CloseFrame, now: float) -> None:
         if frame.error_code == CloseCode.NO_ERROR:

@@ -1,9 +1,15 @@
-"""The sending half of a Quantum connection: what goes into the next packet, and when.
+"""The sending half of a Quantum connection: when ACKs are due, what a lost packet
+puts back in the queue, and what goes into the next packet.
 
 :class:`PacketOutput` is a mixin of :class:`~aetherflow_sdk.quantum._connection.QuantumConnection`
 (kept apart so that neither file grows past a reader's patience); it owns no state of its
-own and reads the connection's. The rules, in the order a packet is built:
+own and reads the connection's. The rules:
 
+0. Received packets are recorded for the replay window and the ACK ranges; an ACK is
+   due at once after ``ack_eliciting_threshold`` ack-eliciting packets or an
+   out-of-order one, else within ``max_ack_delay`` (RFC 9000 §13.2). Acknowledged
+   fragments are done; a lost packet's fragments and control items are queued again
+   (in new packets: packet numbers are never reused).
 1. Handshake packets first, then (once keys exist) FEC parity that is due, then DATA.
 2. A DATA packet is sent when the congestion window has room and the pacer allows,
    or at once when an ACK is due (an ACK-only packet ignores both: it is not in flight).
@@ -57,6 +63,7 @@ Address = tuple[str, int]
 MAX_BURST: Final = 64  # packets built per datagrams_to_send() call, so the shell can interleave I/O
 AMPLIFICATION_FACTOR: Final = 3  # RFC 9000 §8: at most 3x the bytes received on an unvalidated path
 MIN_FRAGMENT: Final = 64  # do not start a message fragment in less room than this
+REPLAY_WINDOW_RANGES: Final = 4096  # received-packet ranges remembered for replay rejection
 
 # Retransmittable control items a sent packet can carry (besides message fragments).
 CONTROL_MAX_DATA: Final = "max_data"
@@ -104,6 +111,66 @@ class PacketOutput:
     _path_challenge: bytes | None
     _path_challenge_pending: bool
     _path_responses: list[bytes]
+    _replay_floor: int
+    _largest_received: int
+
+    # ------------------------------------------------------------------ ACK scheduling
+
+    def _record_received(self, pn: int, now: float) -> None:
+        self._received.add(pn)
+        if len(self._received) > REPLAY_WINDOW_RANGES:
+            # Forget the oldest range: anything below it is rejected as too old (retransmitted
+            # data always travels under new packet numbers, so nothing legitimate is lost).
+            self._replay_floor = self._received.shift().stop
+        if pn > self._largest_received:
+            self._largest_received = pn
+            self._largest_received_time = now
+
+    def _schedule_ack(self, pn: int, now: float) -> None:
+        self._ack_info_pending = True
+        self._ack_eliciting_unacked += 1
+        out_of_order = pn != self._largest_received or (
+            len(self._received) > 1
+            and pn == self._largest_received
+            and self._received.bounds().stop - 1 != pn
+        )
+        if self._ack_eliciting_unacked >= self.config.ack_eliciting_threshold or out_of_order:
+            self._ack_deadline = now  # RFC 9000 §13.2.1: acknowledge at once
+        elif self._ack_deadline is None:
+            self._ack_deadline = now + self.config.max_ack_delay
+
+    # ------------------------------------------------------------------ the fate of sent packets
+
+    def _on_packet_acked(self, packet: SentPacket) -> None:
+        payload = packet.payload
+        if not payload:
+            return
+        for item in payload:  # type: ignore[attr-defined]
+            if isinstance(item, Fragment):
+                self._sender.on_fragment_acked(item)
+
+    def _on_packets_lost(self, lost: list[SentPacket], now: float) -> None:
+        eliciting = sum(1 for packet in lost if packet.ack_eliciting)
+        if eliciting:
+            self._fec.on_packets_lost(eliciting, now)
+        for packet in lost:
+            payload = packet.payload
+            if not payload:
+                continue
+            self._stats.packets_retransmitted += 1
+            for item in payload:  # type: ignore[attr-defined]
+                if isinstance(item, Fragment):
+                    self._sender.on_fragment_lost(item)
+                elif item == CONTROL_MAX_DATA:
+                    self._max_data_pending = True
+                elif item == CONTROL_BLOCKED:
+                    self._sender.on_blocked_lost()
+                elif item == CONTROL_HANDSHAKE_DONE:
+                    self._handshake_done_pending = True
+                elif item == CONTROL_PATH_CHALLENGE and self._path_challenge is not None:
+                    self._path_challenge_pending = True
+
+    # ------------------------------------------------------------------ building packets
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Datagrams to send now, each with its destination."""
