@@ -45,7 +45,9 @@ class _QuantumPipe:
     def statistics(self) -> dict[str, int | None]:
         # Read by name: FEC counters arrive with FEC, so absent fields are reported as unknown.
         stats: dict[str, Any] = attrs.asdict(self._connection.statistics())
-        fec = next((stats[k] for k in ("fec_recoveries", "fec_recovered_packets") if k in stats), None)
+        fec = next(
+            (v for k, v in stats.items() if "fec" in k and "recover" in k and isinstance(v, int)), None
+        )
         return {
             "retransmits": stats.get("packets_retransmitted"),
             "fec_recoveries": fec,

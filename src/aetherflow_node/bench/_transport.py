@@ -111,6 +111,11 @@ def _run_peers(
                 process.wait()
 
 
+def _sum_known(*values: int | None) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def run_one(contender_name: str, condition: Condition, workload: dict[str, Any]) -> RunResult:
     """Run one contender under one condition on a fresh link (or loopback)."""
     contender = get_contender(contender_name)
@@ -148,7 +153,7 @@ def run_one(contender_name: str, condition: Condition, workload: dict[str, Any])
             link_stats.a_to_b.offered_bytes + link_stats.b_to_a.offered_bytes if link_stats else None
         ),
         retransmits=client_report.get("retransmits"),
-        fec_recoveries=client_report.get("fec_recoveries"),
+        fec_recoveries=_sum_known(server_report.get("fec_recoveries"), client_report.get("fec_recoveries")),
         dropped_loss=link_stats.a_to_b.dropped_loss + link_stats.b_to_a.dropped_loss if link_stats else None,
         dropped_queue=(
             link_stats.a_to_b.dropped_queue + link_stats.b_to_a.dropped_queue if link_stats else None

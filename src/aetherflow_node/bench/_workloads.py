@@ -125,6 +125,8 @@ async def run_server(spec: PeerSpec) -> dict[str, Any]:
             result = await receive_messages(pipe, spec)
         else:
             result = await receive_bulk(pipe, spec)
+        # FEC repairs happen where the data arrives: report the receiver's counters too.
+        result["fec_recoveries"] = pipe.statistics().get("fec_recoveries")
         await pipe.send(_DONE)
         # Hold the connection until the sender has read the acknowledgement and closed.
         with anyio.move_on_after(10):
@@ -151,6 +153,13 @@ def _emit(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _describe(exc: BaseException) -> str:
+    # Task groups wrap the real failure; name the leaves, not the group.
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one peer (see the module docstring); errors become ``{"error": ...}``."""
     spec = PeerSpec(**json.loads((argv or sys.argv)[1]))
@@ -159,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = get_contender(spec.contender).backend
         result = anyio.run(role, spec, backend=backend)
     except Exception as exc:
-        _emit({"error": f"{spec.contender} {spec.role}: {type(exc).__name__}: {exc}"})
+        _emit({"error": f"{spec.contender} {spec.role}: {_describe(exc)}"})
         return 1
     _emit(result)
     return 0
