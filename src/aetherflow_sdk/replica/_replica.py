@@ -262,6 +262,9 @@ class Replica:
                 ) from exc
         self._doc = doc
         self._ytext = ytext
+        # The yrs objects under pycrdt's wrappers, for the per-edit hot path.
+        self._raw_doc = doc._doc
+        self._raw_text = ytext.integrated
         text = str(ytext)
         self._ascii = text.isascii()
         self._text: str | None = text
@@ -435,7 +438,7 @@ class Replica:
         # trace). It carries the same origin hash, so the undo manager tracks it;
         # observer errors are raised the way pycrdt raises them.
         self._begin_local()
-        raw_txn = self._doc._doc.create_transaction_with_origin(_LOCAL_ORIGIN_HASH)
+        raw_txn = self._raw_doc.create_transaction_with_origin(_LOCAL_ORIGIN_HASH)
         try:
             self._edit_in_transaction(raw_txn, index, length, text)
         finally:
@@ -450,7 +453,6 @@ class Replica:
             raise ExceptionGroup("Observer callback error", errors)
 
     def _edit_in_transaction(self, raw_txn: Any, index: int, length: int, text: str) -> None:
-        ytext = self._ytext
         if self._subscribers:
             delta: list[DeltaOp] = [Retain(count=index)] if index else []
             if length:
@@ -460,7 +462,7 @@ class Replica:
             self._local_ops.append(TextChange(delta=tuple(delta), local=True, origin=None))
         # Calling the integrated yrs text with the running transaction skips pycrdt's
         # per-call Python transaction wrappers, which cost as much as the edit itself.
-        raw_text = ytext.integrated
+        raw_text = self._raw_text
         if self._ascii and text.isascii():
             if length:
                 raw_text.remove_range(raw_txn, index, length)
