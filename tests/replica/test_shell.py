@@ -171,3 +171,29 @@ async def test_three_replicas_in_a_line_relay_through_the_middle(rng: random.Ran
         await wait_until(lambda: len(sync_a.presence()) == 1, 10, "c's presence reached a via b", *syncs)
         assert sync_b.protocol.statistics().peers == 2
         tg.cancel_scope.cancel()
+
+
+async def test_a_reconnecting_peer_replaces_its_old_channel(rng: random.Random) -> None:
+    a, b = make_replica(rng), make_replica(rng)
+    old_left, old_right = memory_channel_pair()
+    new_left, new_right = memory_channel_pair()
+    async with ReplicaSync(a) as sync_a, ReplicaSync(b) as sync_b, anyio.create_task_group() as tg:
+        old_done = anyio.Event()
+
+        async def serve_old() -> None:
+            await sync_a.serve(old_left)
+            old_done.set()
+
+        tg.start_soon(serve_old)
+        tg.start_soon(sync_b.serve, old_right)
+        a.insert(0, "before ")
+        await wait_until(lambda: b.text == "before ", 5, "first connection synced", sync_a, sync_b)
+        # b comes back on a new connection while a still holds the old one (same peer ID).
+        tg.start_soon(sync_a.serve, new_left)
+        with anyio.fail_after(5):
+            await old_done.wait()
+        tg.start_soon(sync_b.serve, new_right)
+        a.insert(len(a), "after")
+        await wait_until(lambda: b.text == "before after", 5, "new connection synced", sync_a, sync_b)
+        assert sync_a.protocol.statistics().peers == 1
+        tg.cancel_scope.cancel()

@@ -128,10 +128,17 @@ class ReplicaSync:
     # -- serving one peer -----------------------------------------------------------------
 
     async def serve(self, channel: MessageChannel, *, can_write: bool = True) -> None:
-        """Sync with the peer at the other end of ``channel`` until it closes (or we do)."""
+        """Sync with the peer at the other end of ``channel`` until it closes (or we do).
+
+        A second channel from the same peer (it reconnected before we noticed the
+        old connection die) replaces the first: the old ``serve()`` returns.
+        """
         if self._closing:
             raise LocalProtocolError("serve() on a ReplicaSync that is closing")
         peer = channel.peer_id
+        if peer in self._channels:
+            self._scopes[peer].cancel()
+            self._forget(peer)
         self.protocol.add_peer(peer, can_write=can_write, now=self._clock())
         self._channels[peer] = channel
         try:
@@ -142,11 +149,15 @@ class ReplicaSync:
                     tg.start_soon(self._receive_loop, peer, channel, tg.cancel_scope, True)
                     tg.start_soon(self._send_loop, peer, channel, tg.cancel_scope)
         finally:
-            self._scopes.pop(peer, None)
-            self._channels.pop(peer, None)
-            self._wakers.pop(peer, None)
-            self.protocol.remove_peer(peer, self._clock())
-            self._wake_all()
+            if self._channels.get(peer) is channel:  # not replaced by a newer channel
+                self._forget(peer)
+
+    def _forget(self, peer: PeerKey) -> None:
+        self._scopes.pop(peer, None)
+        self._channels.pop(peer, None)
+        self._wakers.pop(peer, None)
+        self.protocol.remove_peer(peer, self._clock())
+        self._wake_all()
 
     async def _receive_loop(
         self, peer: PeerKey, channel: MessageChannel, scope: anyio.CancelScope, datagrams: bool
