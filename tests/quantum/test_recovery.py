@@ -551,3 +551,42 @@ def test_without_probes_the_rto_comes_first() -> None:
     send(rec, 0, 0.0)
     assert rec.loss_detection_timer() == pytest.approx(rtt.rto)
     assert rec.on_loss_detection_timeout(rtt.rto).rto_fired
+
+
+# -- adaptive reordering (rule 8) --------------------------------------------------------------
+
+
+def test_a_spurious_loss_widens_the_packet_and_time_thresholds() -> None:
+    rtt = RttEstimator(initial_rtt=0.1, min_rto=0.2, max_rto=60.0)
+    rec = LossRecovery(rtt=rtt, congestion=RecordingCC(), adaptive_reordering=True)
+    for pn in range(8):
+        send(rec, pn, 0.0)
+    out = rec.on_ack_received([range(1, 8)], 0.0, 0.1)  # 0 is 7 behind: lost by packet threshold
+    assert numbers(out.lost) == [0] and rec.packet_threshold == 3
+    late = rec.on_ack_received([range(0, 1)], 0.0, 0.25)  # ...but it was only reordered
+    assert numbers(late.late_acked) == [0] and rec.spurious_retransmissions == 1
+    assert rec.packet_threshold == 8  # the same reordering would not be taken for loss again
+    # It took 250 ms against an RTT of 100 ms: the time threshold widens to its 2 x RTT cap.
+    assert rec.time_threshold == 2.0
+    for pn in range(8, 16):
+        send(rec, pn, 0.3)
+    out = rec.on_ack_received([range(9, 16)], 0.0, 0.4)
+    assert out.lost == [], "a 7-deep reordering is now tolerated"
+
+
+def test_thresholds_stay_fixed_without_adaptation_or_after_an_rto() -> None:
+    rec, _rtt, _ = make()
+    for pn in range(8):
+        send(rec, pn, 0.0)
+    rec.on_ack_received([range(1, 8)], 0.0, 0.1)
+    rec.on_ack_received([range(0, 1)], 0.0, 0.25)
+    assert rec.spurious_retransmissions == 1
+    assert (rec.packet_threshold, rec.time_threshold) == (3, 9 / 8)
+
+    rtt2 = RttEstimator(initial_rtt=0.1, min_rto=0.2, max_rto=60.0)
+    adaptive = LossRecovery(rtt=rtt2, congestion=RecordingCC(), adaptive_reordering=True)
+    send(adaptive, 0, 0.0)
+    assert adaptive.on_loss_detection_timeout(rtt2.rto).rto_fired
+    adaptive.on_ack_received([range(0, 1)], 0.0, rtt2.rto + 0.01)  # slow, not reordered
+    assert adaptive.spurious_retransmissions == 1
+    assert (adaptive.packet_threshold, adaptive.time_threshold) == (3, 9 / 8)

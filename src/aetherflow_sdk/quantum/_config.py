@@ -71,6 +71,12 @@ class QuantumConfig:
     unanswered probe) and lets loss detection find a lost tail from its ACK, without
     collapsing the window. 0 keeps the plain RFC 6298 RTO."""
 
+    adaptive_reordering: bool = attrs.field(default=True)
+    """After a spurious retransmission (a packet declared lost, then acknowledged: it was
+    only reordered), widen loss detection's packet and time thresholds so that the same
+    reordering is not taken for loss again (RFC 8985 §6.2 in spirit; Chromium QUIC's
+    adaptive thresholds). False keeps RFC 9002's fixed 3 packets and 9/8 RTT."""
+
     fec: str = attrs.field(default="auto")
     """Forward error correction (Reed–Solomon 10+3, docs/bbr-fec.md): "auto" sends parity
     in a direction while the loss measured on it exceeds 0.5 % (off again below 0.1 %

@@ -190,6 +190,7 @@ class QuantumConnection(PacketOutput):
             congestion=self.congestion,
             max_probes=config.tail_loss_probes,
             max_ack_delay=config.max_ack_delay,
+            adaptive_reordering=config.adaptive_reordering,
         )
         self.pacer = Pacer(max_datagram_size=config.max_datagram_size)
         self._next_packet_number = 0

@@ -37,6 +37,13 @@ The rules, in one place:
    not hold the window shut forever: when only such packets are outstanding and
    none is acknowledged within a PTO of the last one sent, they are declared lost
    (no RTO, no backoff; the controller sees the loss).
+8. Adaptive reordering (with ``adaptive_reordering``; RFC 8985 §6.2 widens its
+   reordering window in the same spirit, and Chromium's QUIC loss detection adapts both
+   thresholds): when a packet declared lost by rule 4 is acknowledged after all
+   (a spurious retransmission: it was only reordered), ``packet_threshold`` grows to
+   the reordering distance seen (at most 64) and ``time_threshold`` doubles its
+   margin over one RTT (9/8, 5/4, 3/2, at most 2) until that packet would not have
+   been declared lost. They never shrink back within a connection.
 
 Cost: packets live in a dict keyed by packet number plus a "lowest outstanding"
 cursor. ACK ranges are merged, then clipped to ``[lowest outstanding, largest sent]``
@@ -63,6 +70,8 @@ LOST_MEMORY_RTTS = 3  # remember declared-lost packets this many RTTs (at least 
 LOST_MEMORY_MAX = 10_000  # ...and at most this many, whatever the RTT
 GRANULARITY = 0.001  # RFC 9002 §6.1.2 kGranularity: timer slack in the PTO (and the loss delay floor)
 PROBE_SEARCH = 8  # newest outstanding packets searched for data to copy into a probe
+MAX_PACKET_THRESHOLD = 64  # adaptive reordering never waits for more later packets than this
+MAX_TIME_THRESHOLD = 2.0  # ...nor longer than 2 RTTs (Chromium QUIC: reordering_shift down to 0)
 MAX_PROBES = 2  # RFC 8985 §7 sends one TLP; RFC 9002 §6.2.4 allows up to 2 probes before backing off further
 
 
@@ -89,6 +98,8 @@ class SentPacket:
     last parity packet; ``FEC_GUARD_PENDING`` until the parity is sent). -1: unprotected."""
     fec_guard_time: float = 0.0
     """...and at this time (when that parity packet was sent)."""
+    lost_at_largest_acked: int = -1
+    """Largest acknowledged packet number when a threshold declared it lost (-1: not so)."""
 
 
 FEC_GUARD_PENDING = 1 << 64
@@ -134,6 +145,7 @@ class LossRecovery:
         time_threshold: float = TIME_THRESHOLD,
         max_probes: int = 0,
         max_ack_delay: float = 0.0,
+        adaptive_reordering: bool = False,
     ) -> None:
         if packet_threshold < 1 or time_threshold < 1 or max_probes < 0 or max_ack_delay < 0:
             raise LocalProtocolError(
@@ -149,6 +161,8 @@ class LossRecovery:
         """Tail-loss probes before the RTO may fire (0: the RTO alone, plain RFC 6298)."""
         self.max_ack_delay = max_ack_delay
         """The longest the peer holds an ACK back (its part of the PTO)."""
+        self.adaptive_reordering = adaptive_reordering
+        """Widen ``packet_threshold``/``time_threshold`` after each spurious loss (rule 8)."""
         self.largest_acked: int | None = None
         """Largest packet number the peer has acknowledged."""
         self.largest_sent: int = -1
@@ -260,6 +274,9 @@ class LossRecovery:
             if self._lost_numbers:
                 self._collect_late(r, late)
 
+        # Rule 8 judges a late ACK against the RTT before this ACK's own sample (which the
+        # late packet itself may inflate), as Chromium uses the previous SRTT.
+        rtt_before = max(self.rtt.smoothed_rtt, self.rtt.latest_rtt)
         rtt_updated = False
         if largest_packet is not None and (
             largest_packet.ack_eliciting
@@ -291,12 +308,14 @@ class LossRecovery:
         self._advance_lowest()
 
         lost = self._detect_lost(now)
-        self._declare_lost(lost, now)
+        self._declare_lost(lost, now, by_threshold=True)
         if acked_info:
             self.congestion.on_packets_acked(acked_info, self.rtt, self._bytes_in_flight, now)
         if late:
             # FEC parity is never retransmitted, so a late ACK of it is not a spurious retransmission.
             self.spurious_retransmissions += sum(1 for p in late if p.ack_eliciting)
+            if self.adaptive_reordering:
+                self._widen_reordering_window(late, rtt_before, now)
         self._expire_lost_memory(now)
         return AckOutcome(newly_acked=newly, late_acked=late, lost=lost, rtt_updated=rtt_updated)
 
@@ -328,7 +347,7 @@ class LossRecovery:
             if now < self._loss_time:
                 return TimeoutOutcome(lost=[], rto_fired=False)
             lost = self._detect_lost(now)
-            self._declare_lost(lost, now)
+            self._declare_lost(lost, now, by_threshold=True)
             self._expire_lost_memory(now)
             return TimeoutOutcome(lost=lost, rto_fired=False)
         deadline = self.loss_detection_timer()
@@ -405,12 +424,14 @@ class LossRecovery:
             self._advance_lowest()
         return lost
 
-    def _declare_lost(self, lost: list[SentPacket], now: float) -> None:
+    def _declare_lost(self, lost: list[SentPacket], now: float, *, by_threshold: bool = False) -> None:
         if not lost:
             return
         infos: list[PacketInfo] = []
+        largest_acked = self.largest_acked if by_threshold and self.largest_acked is not None else -1
         for p in lost:
             p.declared_lost = True
+            p.lost_at_largest_acked = largest_acked
             if p.ack_eliciting:
                 self._ack_eliciting_outstanding -= 1
                 self.packets_lost += 1
@@ -425,6 +446,21 @@ class LossRecovery:
                 insort(self._lost_numbers, p.packet_number)
         if infos:
             self.congestion.on_packets_lost(infos, self._bytes_in_flight, now)
+
+    def _widen_reordering_window(self, late: list[SentPacket], rtt: float, now: float) -> None:
+        """Rule 8: make the thresholds wide enough that these packets would not have been lost."""
+        for p in late:
+            if p.lost_at_largest_acked < 0:
+                continue  # declared lost by the RTO or as stale parity: not reordering
+            guarded = p.fec_guard_pn >= 0
+            reference = p.fec_guard_pn if guarded else p.packet_number
+            distance = p.lost_at_largest_acked - reference + 1
+            if distance > self.packet_threshold:
+                self.packet_threshold = min(distance, MAX_PACKET_THRESHOLD)
+            needed = now - (p.fec_guard_time if guarded else p.time_sent)
+            while self.time_threshold < MAX_TIME_THRESHOLD and rtt * self.time_threshold < needed:
+                # 9/8 -> 5/4 -> 3/2 -> 2: double the margin over one RTT each time.
+                self.time_threshold = min(1 + 2 * (self.time_threshold - 1), MAX_TIME_THRESHOLD)
 
     def _collect_late(self, r: range, late: list[SentPacket]) -> None:
         numbers = self._lost_numbers
