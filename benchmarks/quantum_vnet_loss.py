@@ -40,8 +40,10 @@ class CountingNetwork(VirtualNetwork):
             self.data_lost += 1
 
 
-def run(cc: str, probes: int, fec: str, seed: int) -> dict[str, float]:
-    config = QuantumConfig(congestion_control=cc, tail_loss_probes=probes, fec=fec)
+def run(cc: str, probes: int, fec: str, seed: int, adaptive: bool = True) -> dict[str, float]:
+    config = QuantumConfig(
+        congestion_control=cc, tail_loss_probes=probes, fec=fec, adaptive_reordering=adaptive
+    )
     net = CountingNetwork(
         seed, LinkProfile(delay=0.010, loss=0.10, duplicate=0.05, jitter=0.004, rate_bytes_per_s=20e6)
     )
@@ -74,23 +76,25 @@ def main() -> None:
     parser.add_argument("--cc", choices=["newreno", "bbr"])
     parser.add_argument("--probes", type=int, default=2, help="tail_loss_probes (0 = RTO only)")
     parser.add_argument("--fec", choices=["auto", "on", "off"], default="off")
+    parser.add_argument("--fixed-thresholds", action="store_true", help="adaptive_reordering=False")
     parser.add_argument("--seed", type=int, default=20261126)
     args = parser.parse_args()
     if args.cc:
-        matrix = [(args.cc, args.probes, args.fec)]
+        matrix = [(args.cc, args.probes, args.fec, not args.fixed_thresholds)]
     else:
-        matrix = [(cc, p, "off") for cc in ("newreno", "bbr") for p in (0, 2)]
-        matrix += [(cc, 2, "auto") for cc in ("newreno", "bbr")]
+        matrix = [(cc, p, "off", a) for a in (False, True) for cc in ("newreno", "bbr") for p in (0, 2)]
+        matrix += [(cc, 2, "auto", True) for cc in ("newreno", "bbr")]
     print(
-        "| cc | TLP | FEC | virtual s | DATA pkts | DATA lost on link | retransmitted | probes "
+        "| cc | TLP | adaptive | FEC | virtual s | DATA pkts | DATA lost on link | retransmitted | probes "
         "| (retx+probes)/lost | spurious | RTOs | RTO per 1k pkts | FEC repaired | wire/app |"
     )
-    print("|---" * 14 + "|")
-    for cc, probes, fec in matrix:
-        r = run(cc, probes, fec, args.seed)
+    print("|---" * 15 + "|")
+    for cc, probes, fec, adaptive in matrix:
+        r = run(cc, probes, fec, args.seed, adaptive)
         lost = max(1, r["data_lost_on_link"])
         print(
-            f"| {cc} | {probes} | {fec} | {r['virtual_s']:.1f} | {r['data_packets']} | "
+            f"| {cc} | {probes} | {'yes' if adaptive else 'no'} | {fec} | {r['virtual_s']:.1f} | "
+            f"{r['data_packets']} | "
             f"{r['data_lost_on_link']} | {r['retransmitted']} | {r['probes']} | "
             f"{(r['retransmitted'] + r['probes']) / lost:.2f} | {r['spurious']} | {r['rto']} | "
             f"{1000 * r['rto'] / r['data_packets']:.2f} | {r['fec_repaired']} | {r['wire_per_app']:.2f} |",
