@@ -134,6 +134,7 @@ def test_four_lost_fall_back_to_ordinary_loss_recovery() -> None:
     assert len(dropper.dropped) == 4
     assert server.statistics().fec_recovered_packets == 0
     assert client.statistics().packets_retransmitted - before >= 4
+    assert client.statistics().rto_count == 0  # RACK found them once the parity was acknowledged
 
 
 def test_the_group_timer_protects_a_single_edit() -> None:
@@ -282,3 +283,32 @@ def test_most_losses_at_two_percent_are_repaired_without_retransmission(workload
     assert ratio >= 0.70, f"seed={seed} {workload}: {recovered}/{dropped} = {ratio:.0%} repaired by FEC"
     off_ratio, off_recovered, _ = _repair_ratio(workload, seed, fec="off")
     assert off_recovered == 0 and off_ratio == 0  # the control: without FEC nothing is repaired
+
+
+def test_fec_stays_on_under_steady_loss_and_reports_are_cumulative() -> None:
+    """The receiver's FEC_REPORT keeps the sender's policy fed: no on/off flapping at 2 % loss."""
+    net = VirtualNetwork(47, LinkProfile(delay=0.020, loss=0.02))
+    pair = _pair(net, QuantumConfig(fec="auto"))
+    client = pair[2]
+    samples: list[bool] = []
+    real_step = net.step
+
+    def step() -> bool:
+        samples.append(client._fec.sending)
+        return real_step()
+
+    net.step = step  # type: ignore[method-assign]
+    _stream(net, pair, count=1500, size=200, interval=0.02)
+    first_on = samples.index(True)
+    assert all(samples[first_on:]), "FEC switched itself off while the loss went on"
+    assert client.statistics().fec_peer_recovered_packets == pair[3].statistics().fec_recovered_packets
+    # A stale (smaller) cumulative report, e.g. reordered, changes nothing.
+    before = client._fec.peer_recovered
+    client._fec.on_peer_report(before - 1, net.now)
+    assert client._fec.peer_recovered == before
+
+
+def test_fec_report_frame_round_trips() -> None:
+    from aetherflow_sdk.quantum._wire import FecReportFrame, encode_fec_report, parse_frames_untrusted
+
+    assert parse_frames_untrusted(encode_fec_report(2**40 + 3)) == [FecReportFrame(recovered=2**40 + 3)]
