@@ -191,7 +191,9 @@ def _follower_main(trace_dir: str, limit: int) -> None:
     anyio.run(main)
 
 
-def bench_end_to_end(trace_dir: Path, patches: list[list[Any]], limit: int) -> dict[str, Any]:
+def bench_end_to_end(
+    trace_dir: Path, patches: list[list[Any]], limit: int, yield_every: int = 100
+) -> dict[str, Any]:
     import anyio
 
     from aetherflow_sdk import quantum
@@ -223,7 +225,7 @@ def bench_end_to_end(trace_dir: Path, patches: list[list[Any]], limit: int) -> d
                         if inserted:
                             clock += len(inserted.encode("utf-16-le")) // 2
                             sent.append((time.monotonic(), clock))
-                        if i % 100 == 99:
+                        if i % yield_every == yield_every - 1:
                             # Full speed, but the sender must get the CPU now and then.
                             await anyio.lowlevel.checkpoint()
                     replay_end = time.monotonic()
@@ -249,6 +251,7 @@ def bench_end_to_end(trace_dir: Path, patches: list[list[Any]], limit: int) -> d
     caught_up = samples[-1][0]
     return {
         "patches": len(patches),
+        "yield_every": yield_every,
         "replay_ops_per_s": len(patches) / (replay_end - start),
         "e2e_ops_per_s": len(patches) / (caught_up - start),
         "latency_samples": len(latencies),
@@ -282,7 +285,7 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if e2e is not None:
         lines += [
-            f"{'Quantum loopback, A replays, B (other process)':<48}",
+            f"Quantum loopback: A replays, yielding every {e2e['yield_every']} patches; B in another process",
             f"{'  end-to-end rate (until B caught up)':<48} {e2e['e2e_ops_per_s']:>10,.0f} op/s"
             f"  >=20k {_verdict(e2e['e2e_ops_per_s'], GOALS['e2e_ops_per_s'], True)}",
             f"{'  edit-to-visible latency p50':<48} {e2e['p50_ms']:>11.1f} ms",
@@ -293,7 +296,9 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_benchmark(*, trace_dir: Path, limit: int | None, load_runs: int, quantum: bool) -> dict[str, Any]:
+def run_benchmark(
+    *, trace_dir: Path, limit: int | None, load_runs: int, quantum: bool, yield_every: int = 100
+) -> dict[str, Any]:
     patches, end = _patches(trace_dir, limit)
     local = bench_local(patches, end)
     snapshot = local.pop("_snapshot")
@@ -306,7 +311,7 @@ def run_benchmark(*, trace_dir: Path, limit: int | None, load_runs: int, quantum
         "goals": GOALS,
     }
     if quantum:
-        report["end_to_end"] = bench_end_to_end(trace_dir, patches, limit or 0)
+        report["end_to_end"] = bench_end_to_end(trace_dir, patches, limit or 0, yield_every)
     return report
 
 
@@ -315,12 +320,22 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patches", type=int, default=None, help="replay only the first N patches")
     parser.add_argument("--load-runs", type=int, default=5, help="timed loads from SQLite (median, 5)")
     parser.add_argument("--no-quantum", action="store_true", help="skip the end-to-end Quantum run")
+    parser.add_argument(
+        "--yield-every",
+        type=int,
+        default=100,
+        help="end to end: A yields to the event loop after this many patches (100)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
 
 
 def _run(args: argparse.Namespace) -> int:
     report = run_benchmark(
-        trace_dir=args.traces, limit=args.patches, load_runs=args.load_runs, quantum=not args.no_quantum
+        trace_dir=args.traces,
+        limit=args.patches,
+        load_runs=args.load_runs,
+        quantum=not args.no_quantum,
+        yield_every=max(1, args.yield_every),
     )
     print(format_report(report))
     if args.json is not None:
