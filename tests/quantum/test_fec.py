@@ -219,7 +219,8 @@ def _valid_parity() -> tuple[int, ParityShard]:
         lambda p: p[:3],  # shorter than the header
         lambda p: b"\x00" + p[1:],  # k = 0
         lambda p: b"\x0b" + p[1:],  # k = 11 > 10
-        lambda p: p[:1] + b"\x02" + p[2:],  # wrong parity count for k = 2
+        lambda p: p[:1] + b"\x00" + p[2:],  # parity count 0
+        lambda p: p[:1] + b"\x04" + p[2:],  # parity count 4 > 3
         lambda p: p[:-1],  # block shorter than its length field
         lambda p: p + b"\x00",  # longer
         lambda p: p[:2] + b"\x00\x05" + p[4:9],  # block too short for a block header
@@ -355,3 +356,18 @@ def test_policy_counts_wire_bytes_against_app_bytes() -> None:
     assert stats.wire_overhead == pytest.approx((10_320 + 3_150) / 10_000)
     with pytest.raises(LocalProtocolError):
         FecPolicy(enable_above=0.001, disable_below=0.01)
+
+
+def test_more_parity_than_the_minimum_is_accepted_and_helps() -> None:
+    """A lone packet with 2 parity shards (``min_parity``) survives losing one of them."""
+    encoder = FecEncoder()
+    encoder.min_parity = 2
+    group_id, _ = encoder.protect(7, b"edit", now=0.0)
+    parity = encoder.poll_parity(now=1.0)
+    assert [p.index for p in parity] == [10, 11]
+    decoder = FecDecoder()
+    assert decoder.on_parity(group_id, parity[1].index, parity[1].payload, now=0.0) == [
+        RecoveredPacket(packet_number=7, plaintext=b"edit")
+    ]
+    with pytest.raises(LocalProtocolError):
+        encoder.min_parity = 4
