@@ -189,3 +189,20 @@ async def test_edits_reported_durable_survive_kill_9(tmp_path: Path) -> None:
         text = replica.text
     expected = "".join(f"[{i}]" for i in range(durable + 1))
     assert text.startswith(expected), f"edits up to {durable} were reported durable but are missing"
+
+
+async def test_autoflush_group_commits_on_a_timer(tmp_path: Path, autojump_clock: object) -> None:
+    """On trio's virtual clock: edits become durable within one interval, with no flush() call."""
+    path = tmp_path / "auto.db"
+    replica = Replica.open(path, "doc")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(replica.autoflush, 0.05)
+        for i in range(20):
+            replica.insert(len(replica), f"{i},")
+        assert replica.statistics().unflushed_updates == 20
+        await anyio.sleep(0.2)  # virtual time: four intervals
+        assert replica.statistics().unflushed_updates == 0
+        with Replica.open(path, "doc") as reader:  # a second connection sees it on disk
+            assert reader.text == replica.text
+        replica.close()  # autoflush ends with the replica
+    assert replica.closed

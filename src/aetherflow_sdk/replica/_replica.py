@@ -737,6 +737,17 @@ class Replica:
                 self._pending[:0] = pending
                 raise
 
+    async def autoflush(self, interval: float = 0.1) -> None:
+        """Group commit: flush every ``interval`` seconds while edits are pending, until closed.
+
+        Run it in a task group next to the app; then every edit is durable within about
+        ``interval`` plus one commit, without the app calling ``flush()``.
+        """
+        while not self._closed:
+            await anyio.sleep(interval)
+            if self._pending and not self._closed:
+                await self.flush()
+
     def close(self) -> None:
         """Write what is pending (blocking), close the store if ``open()`` made it, end change streams."""
         if self._closed:
