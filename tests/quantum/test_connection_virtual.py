@@ -295,3 +295,33 @@ def test_a_window_sized_message_after_a_small_one_does_not_stall() -> None:
 
     net.run_until(collect, max_time=30)
     assert got == [b"a", big]
+
+
+def test_a_lost_close_is_answered_again_so_the_peer_learns_of_it_quickly() -> None:
+    """RFC 9000 §10.2.1: while closing, an authenticated packet from the peer gets our CLOSE again."""
+    dropped: list[int] = []
+
+    def drop_first_close(data: bytes, source: object, destination: object) -> bool:
+        # The client's CLOSE is the first DATA packet it sends after close(); drop it once.
+        if (
+            source == A
+            and closing
+            and not dropped
+            and parse_header_untrusted(data).packet_type is PacketType.DATA
+        ):
+            dropped.append(1)
+            return True
+        return False
+
+    closing = False
+    net = VirtualNetwork(12, LinkProfile(delay=0.01, drop_if=drop_first_close))
+    config = QuantumConfig(keepalive_interval=1.0)
+    client_ep, _server_ep, client, server = _pair(net, config)
+    closing = True
+    client.close(net.now)
+    client_ep.mark_dirty(client)
+    start = net.now
+    net.run_until(lambda: server.is_closed or server.state.value == "draining", max_time=10)
+    assert dropped, "the test did not drop the CLOSE"
+    assert isinstance(server.error, quantum_errors().ClosedByPeer)
+    assert net.now - start < 5, "the peer waited for its idle timeout instead of hearing the CLOSE again"

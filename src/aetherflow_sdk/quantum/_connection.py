@@ -90,6 +90,7 @@ from aetherflow_sdk.quantum._wire import (
     parse_header_untrusted,
 )
 
+HANDSHAKE_MAX_INTERVAL: Final = 1.0  # seconds between handshake retransmissions, at most
 HANDSHAKE_RETRANSMIT_FACTOR: Final = 2.0  # first handshake resend after 2 x initial RTT, then doubling
 DATAGRAM_QUEUE: Final = 256  # unreliable datagrams held per direction; oldest dropped past this
 DRAIN_RTOS: Final = 3  # RFC 9000 §10.2: closing/draining lasts three PTOs
@@ -452,7 +453,13 @@ class QuantumConnection(PacketOutput):
         if pn < self._replay_floor or pn in self._received:
             self._stats.replayed_packets += 1
             return
+        if self.state is ConnectionState.DRAINING:
+            self._stats.dropped_packets += 1  # RFC 9000 §10.2.2: a draining endpoint processes nothing
+            return
         plaintext = protection.open_untrusted(data, HEADER_SIZE, pn)
+        if self.state is ConnectionState.CLOSING:
+            self._answer_while_closing(plaintext, pn, now)
+            return
         # Authenticated from here on. The decoder raises only BadPacket and then changes nothing.
         if header.packet_type is PacketType.PARITY:
             recovered = self._fec.on_parity(header.fec_group, header.fec_index, plaintext, now)
@@ -674,8 +681,10 @@ class QuantumConnection(PacketOutput):
         self._handshake_out.append(packet)
         self._handshake_sends += 1
         self._handshake_retries += 1
+        # Double per retry (RFC 6298 §5.5 in spirit) but never wait more than a second between
+        # tries: handshake packets are small, and a lossy path needs several tries in the budget.
         backoff = HANDSHAKE_RETRANSMIT_FACTOR * 2 ** min(self._handshake_retries, 6)
-        self._handshake_timer = now + self.config.initial_rtt * backoff
+        self._handshake_timer = now + min(self.config.initial_rtt * backoff, HANDSHAKE_MAX_INTERVAL)
 
     # ------------------------------------------------------------------ closing
 
@@ -693,6 +702,23 @@ class QuantumConnection(PacketOutput):
             self._begin_closing(now, CloseCode.NO_ERROR, "")
             if self.error is None:
                 self._fail(ClosedLocally("connection closed by this side"))
+
+    def _answer_while_closing(self, plaintext: bytes, pn: int, now: float) -> None:
+        """An authenticated packet reached us after we sent CLOSE: the peer may not have it.
+
+        RFC 9000 §10.2.1: answer with the CLOSE again (one small packet per packet received,
+        so never more than the peer sends us). If the peer is closing too, go quiet instead.
+        """
+        self._record_received(pn, now)
+        try:
+            frames = parse_frames_untrusted(plaintext)
+        except BadPacket:
+            frames = []
+        for frame in frames:
+            if isinstance(frame, CloseFrame):
+                self._on_peer_close(frame, now)
+                return
+        self._close_packet_pending = True
 
     def _begin_closing(self, now: float, error_code: int, reason: str) -> None:
         event = (

@@ -58,6 +58,7 @@ class EndpointCore:
         self._rng = rng
         self.connections: dict[bytes, QuantumConnection] = {}
         self._by_client_cid: dict[bytes, QuantumConnection] = {}  # server side: duplicate INITIALs
+        self._client_cid_of: dict[bytes, bytes] = {}  # server connection's CID -> its client's CID
         self._stateless_out: deque[tuple[bytes, Address]] = deque()
         self.accepted: deque[QuantumConnection] = deque()
         self._awaiting_accept: set[bytes] = set()
@@ -154,6 +155,7 @@ class EndpointCore:
             return None
         self.connections[cid] = connection
         self._by_client_cid[initial.client_cid] = connection
+        self._client_cid_of[cid] = initial.client_cid
         self._awaiting_accept.add(cid)
         self._accepted_total += 1
         # The INITIAL itself is consumed by the handshake object; do not feed it again.
@@ -215,9 +217,9 @@ class EndpointCore:
         self.connections.pop(connection.local_cid, None)
         self._dirty.discard(connection.local_cid)
         self._awaiting_accept.discard(connection.local_cid)
-        for key, value in list(self._by_client_cid.items()):
-            if value is connection:
-                del self._by_client_cid[key]
+        client_cid = self._client_cid_of.pop(connection.local_cid, None)
+        if client_cid is not None:
+            self._by_client_cid.pop(client_cid, None)
 
     def collect_closed(self) -> None:
         """Drop connections that reached CLOSED."""
