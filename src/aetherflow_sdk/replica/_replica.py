@@ -193,6 +193,11 @@ class Replica:
         self._subscribers: list[MemoryObjectSendStream[TextChange]] = []
         self._listeners: list[UpdateListener] = []
         self._pending: list[bytes] = []
+        # Durability bookkeeping: updates ever queued for the store, and how many of
+        # them are committed; `wait_flushed` waits for the second to reach the first.
+        self._queued_total = 0
+        self._durable_total = 0
+        self._durable_changed: anyio.Event | None = None
         self._flush_lock: anyio.Lock | None = None
         self._seed_client: int | None = None
         self._seed_clock = 0
@@ -354,7 +359,7 @@ class Replica:
             length=self._len,
             local_transactions=self._local_transactions,
             remote_updates_applied=self._remote_applied,
-            unflushed_updates=len(self._pending),
+            unflushed_updates=self._queued_total - self._durable_total,
             corrupt_rows_skipped=self._skipped,
         )
 
@@ -631,6 +636,7 @@ class Replica:
             self._undo_steps += 1
         if self._store is not None:
             self._pending.append(update)
+            self._queued_total += 1
         local = kind != "remote"
         origin = self._remote_origin if kind == "remote" else None
         # Listeners run after the transaction (see _notify): inside pycrdt's commit
@@ -696,6 +702,7 @@ class Replica:
         self._check_not_in_batch("reset()")
         old_length = self._len
         self._doc.unobserve(self._doc_subscription)
+        self._queued_total -= len(self._pending)  # dropped, never to be written
         self._pending.clear()
         self._seed_client = None
         self._seed_clock = 0
@@ -724,6 +731,7 @@ class Replica:
             pending, self._pending = self._pending, []
             if not pending:
                 return
+            covered = self._durable_total + len(pending)
             if len(pending) > 1:
                 # One row per group commit, however many transactions it holds.
                 pending = [bytes(merge_updates(*pending))]
@@ -736,6 +744,21 @@ class Replica:
             except BaseException:
                 self._pending[:0] = pending
                 raise
+            self._durable_total = covered
+            if self._durable_changed is not None:
+                self._durable_changed.set()
+                self._durable_changed = None
+
+    async def wait_flushed(self) -> None:
+        """Wait until every edit made before this call is durable (committed by ``flush()``
+        or ``autoflush()``; this call commits nothing itself). Returns at once in memory."""
+        if self._store is None:
+            return
+        target = self._queued_total
+        while self._durable_total < target and not self._closed:
+            if self._durable_changed is None:
+                self._durable_changed = anyio.Event()
+            await self._durable_changed.wait()
 
     async def autoflush(self, interval: float = 0.1) -> None:
         """Group commit: flush every ``interval`` seconds while edits are pending, until closed.
@@ -756,10 +779,13 @@ class Replica:
             if self._store is not None and self._pending:
                 pending, self._pending = self._pending, []
                 self._store.commit(self._doc_id, pending, None)
+                self._durable_total += len(pending)
         finally:
             self._closed = True
             if self._store is not None and self._owns_store:
                 self._store.close()
+            if self._durable_changed is not None:
+                self._durable_changed.set()
             for send in self._subscribers:
                 send.close()
             self._subscribers.clear()
