@@ -5,15 +5,15 @@ MessageChannel (docs/replica.md).
 """
 
 from aetherflow_sdk.replica._awareness import Awareness, AwarenessChange
-from aetherflow_sdk.replica._replica import (
+from aetherflow_sdk.replica._events import (
     ChangeStream,
     Delete,
     Insert,
-    Replica,
     ReplicaStatistics,
     Retain,
     TextChange,
 )
+from aetherflow_sdk.replica._replica import Replica
 from aetherflow_sdk.replica._shell import ReplicaSync
 from aetherflow_sdk.replica._store import SqliteStore
 from aetherflow_sdk.replica._sync import Outgoing, PeerPresence, SyncProtocol, SyncStatistics
