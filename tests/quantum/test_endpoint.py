@@ -12,6 +12,7 @@ import trio
 import aetherflow_sdk
 from aetherflow_sdk import quantum
 from aetherflow_sdk._identity import Identity
+from aetherflow_sdk.quantum._endpoint import UDP_GRO
 
 LOOPBACK = ("127.0.0.1", 0)
 
@@ -163,3 +164,43 @@ def test_works_from_asyncio_too() -> None:
             return await peer.receive()
 
     assert anyio.run(main, backend="asyncio") == b"from asyncio"
+
+
+@pytest.mark.parametrize("offload", [True, False])
+async def test_bulk_with_and_without_udp_segmentation_offload(offload: bool) -> None:
+    """GSO/GRO (Linux) batch datagrams per system call; without them every datagram goes alone."""
+    payloads = [bytes([i % 251]) * (5000 + 37 * i) for i in range(200)]
+    async with quantum.open_endpoint(LOOPBACK) as server, quantum.open_endpoint(LOOPBACK) as client:
+        for endpoint in (server, client):
+            endpoint._gso = endpoint._gso and offload
+            endpoint._gro = endpoint._gro and offload
+            if not offload:
+                endpoint._sock.setsockopt(socket.SOL_UDP, UDP_GRO, 0)
+        conn = await client.connect(server.local_address)
+        peer = await server.accept()
+        for payload in payloads:
+            await conn.send(payload)
+        for payload in payloads:
+            assert await peer.receive() == payload
+
+
+async def test_gso_send_failure_falls_back_to_one_datagram_per_call() -> None:
+    async with quantum.open_endpoint(LOOPBACK) as server, quantum.open_endpoint(LOOPBACK) as client:
+        real_socket = client._sock
+
+        class NoGso:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real_socket, name)
+
+            def sendmsg(self, *args: object) -> int:
+                raise OSError(5, "Input/output error")  # EIO: the route cannot checksum-offload
+
+        client._sock = NoGso()  # type: ignore[assignment]
+        client._gso = True
+        conn = await client.connect(server.local_address)
+        peer = await server.accept()
+        payload = bytes(200_000)
+        await conn.send(payload)
+        assert await peer.receive() == payload
+        assert client._gso is False
+        client._sock = real_socket

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -34,9 +36,46 @@ RECEIVE_BATCH: Final = 256  # datagrams drained per wake-up before timers and ou
 SOCKET_BUFFER: Final = 4 * 1024 * 1024  # kernel buffers sized for bulk transfers on fast paths
 CLOSE_GRACE: Final = 5.0  # how long endpoint shutdown waits for graceful closes to finish
 
+# Linux UDP segmentation offload (linux/udp.h; Python 3.11's socket module lacks the names).
+# GSO: one sendmsg() hands the kernel a run of equal-size datagrams for one address (the last
+# may be shorter), and it splits them (in the NIC, or in software). GRO: the receiving socket
+# gets such runs back as one buffer plus the segment size. One system call then moves dozens
+# of packets, where sendto()/recvfrom() cost one each. Either side works without the other.
+UDP_SEGMENT: Final = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO: Final = getattr(socket, "UDP_GRO", 104)
+GSO_MAX_SEGMENTS: Final = 64  # UDP_MAX_SEGMENTS in linux/udp.h
+GSO_MAX_BYTES: Final = 65_000  # a UDP payload must fit a 64 KiB IP packet
+_GSO_SIZE = struct.Struct("=H")
+_GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)  # the kernel reports the segment size as an int
+# Errors that mean "this socket or path cannot segment": send one by one from then on.
+_GSO_UNSUPPORTED: Final = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+_ICMP_ERRORS: Final = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
 
 def _normalize(address: tuple[object, ...]) -> Address:
     return (str(address[0]), int(address[1]))  # type: ignore[call-overload]
+
+
+def _gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The segment size of a coalesced GRO buffer (0 if the kernel did not coalesce)."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            return int.from_bytes(value[:4], sys.byteorder)
+    return 0
+
+
+def _enable_offload(sock: socket.socket) -> tuple[bool, bool]:
+    """Turn on UDP GSO/GRO where the platform has them; (gso, gro) says which."""
+    if not sys.platform.startswith("linux"):
+        return False, False
+    gso = gro = False
+    with suppress(OSError):
+        sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 0)  # probe only: 0 keeps per-call segmenting off
+        gso = True
+    with suppress(OSError):
+        sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+        gro = True
+    return gso, gro
 
 
 class Endpoint:
@@ -45,8 +84,12 @@ class Endpoint:
     Create it with :func:`open_endpoint`, never directly.
     """
 
-    def __init__(self, sock: socket.socket, core: EndpointCore) -> None:
+    def __init__(
+        self, sock: socket.socket, core: EndpointCore, *, gso: bool = False, gro: bool = False
+    ) -> None:
         self._sock = sock
+        self._gso = gso  # send runs of equal-size datagrams with one sendmsg (UDP_SEGMENT)
+        self._gro = gro  # the kernel may hand us several datagrams in one buffer (UDP_GRO)
         self._core = core
         self._changed = anyio.Event()
         self._backlog: list[tuple[bytes, Address]] = []
@@ -151,34 +194,64 @@ class Endpoint:
             if self._backlog:
                 return
         now = anyio.current_time()
-        sock = self._sock
         while True:
             out = self._core.datagrams_to_send(now)
             if not out:
                 break
-            for index, (data, address) in enumerate(out):
-                try:
-                    sock.sendto(data, address)
-                except BlockingIOError:
-                    self._backlog.extend(out[index:])
-                    self._kick()
-                    return
-                except OSError as exc:
-                    if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                        continue  # ICMP errors: the loss shows up in the protocol's own timers
-                    raise
+            sent = self._send_all(out)
+            if sent < len(out):
+                self._backlog.extend(out[sent:])
+                self._kick()
+                return
 
     def _drain_backlog(self) -> None:
-        sent = 0
-        for data, address in self._backlog:
+        del self._backlog[: self._send_all(self._backlog)]
+
+    def _send_all(self, datagrams: list[tuple[bytes, Address]]) -> int:
+        """Send ``datagrams`` in order until the socket would block; return how many left.
+
+        Consecutive datagrams to one address that share a size (the last of a run may be
+        shorter) go out as one GSO buffer when the kernel supports it.
+        """
+        index = 0
+        count = len(datagrams)
+        while index < count:
+            data, address = datagrams[index]
+            run = 1
+            if self._gso:
+                size = len(data)
+                total = size
+                while index + run < count and run < GSO_MAX_SEGMENTS:
+                    next_data, next_address = datagrams[index + run]
+                    if (
+                        next_address != address
+                        or len(next_data) > size
+                        or total + len(next_data) > GSO_MAX_BYTES
+                    ):
+                        break
+                    run += 1
+                    total += len(next_data)
+                    if len(next_data) < size:
+                        break  # a shorter datagram ends the run
             try:
-                self._sock.sendto(data, address)
+                if run == 1:
+                    self._sock.sendto(data, address)
+                else:
+                    buffer = b"".join([d for d, _ in datagrams[index : index + run]])
+                    self._sock.sendmsg(
+                        [buffer], [(socket.SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(len(data)))], 0, address
+                    )
             except BlockingIOError:
-                break
-            except OSError:
-                pass
-            sent += 1
-        del self._backlog[:sent]
+                return index
+            except OSError as exc:
+                if run > 1 and exc.errno in _GSO_UNSUPPORTED:
+                    self._gso = False  # e.g. no checksum offload on this route: one by one from now on
+                    continue
+                if exc.errno not in _ICMP_ERRORS:
+                    raise
+                # ICMP errors: the loss shows up in the protocol's own timers
+            index += run
+        return count
 
     def _after_app_action(self, core_connection: QuantumConnection) -> None:
         self._core.mark_dirty(core_connection)
@@ -192,15 +265,30 @@ class Endpoint:
         while not self._closed:
             now = anyio.current_time()
             activity = False
-            for _ in range(RECEIVE_BATCH):
+            received = 0
+            while received < RECEIVE_BATCH:
                 try:
-                    data, address = sock.recvfrom(65536)
+                    if self._gro:
+                        data, ancillary, _, address = sock.recvmsg(65536, _GRO_CMSG_SPACE)
+                    else:
+                        data, address = sock.recvfrom(65536)
+                        ancillary = None
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
+                    received += 1
                     continue  # e.g. ECONNREFUSED surfaced on a later read: ignore, timers handle loss
-                core.receive_datagram(data, _normalize(address), now)
+                peer = _normalize(address)
                 activity = True
+                if ancillary:
+                    segment = _gro_segment_size(ancillary)
+                    if segment and segment < len(data):
+                        for start in range(0, len(data), segment):
+                            core.receive_datagram(data[start : start + segment], peer, now)
+                        received += -(-len(data) // segment)
+                        continue
+                core.receive_datagram(data, peer, now)
+                received += 1
             timer = core.get_timer()
             if timer is not None and timer <= now:
                 core.handle_timer(now)
@@ -363,7 +451,8 @@ async def open_endpoint(
         except OSError as exc:
             raise LocalProtocolError(f"cannot bind UDP {host}:{local_address[1]}: {exc.strerror}") from None
         core = EndpointCore(identity=identity, config=config, accept_connections=accept)
-        endpoint = Endpoint(sock, core)
+        gso, gro = _enable_offload(sock)
+        endpoint = Endpoint(sock, core, gso=gso, gro=gro)
         task_group: TaskGroup
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(endpoint._run)
