@@ -41,7 +41,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from aetherflow_sdk.quantum._congestion import CongestionController, PacketInfo, RttView, register
+from aetherflow_sdk.quantum._congestion import CongestionController, RttView, SentPacketInfo, register
 
 # --------------------------------------------------------------------------------------------
 # Constants. Every one is tcp_bbr.c's (Linux 6.x) unless said otherwise.
@@ -229,7 +229,7 @@ class DeliveryRateSampler:
     def __len__(self) -> int:
         return len(self._sent)
 
-    def on_packet_sent(self, packet: PacketInfo, bytes_in_flight: int) -> None:
+    def on_packet_sent(self, packet: SentPacketInfo, bytes_in_flight: int) -> None:
         """Snapshot the delivery state for ``packet``; ``bytes_in_flight`` includes it."""
         now = packet.time_sent
         if bytes_in_flight - packet.size <= 0 or self.delivered_time is None:
@@ -246,7 +246,7 @@ class DeliveryRateSampler:
             time_sent=now,
         )
 
-    def on_packets_lost(self, lost: Sequence[PacketInfo]) -> None:
+    def on_packets_lost(self, lost: Sequence[SentPacketInfo]) -> None:
         """Forget lost packets: they deliver nothing (``tcp_rate_skb_delivered`` never sees them)."""
         for packet in lost:
             self._sent.pop(packet.packet_number, None)
@@ -256,7 +256,7 @@ class DeliveryRateSampler:
         (``tcp_rate_check_app_limited``)."""
         self.app_limited = (self.delivered + bytes_in_flight) or 1
 
-    def on_packets_acked(self, acked: Sequence[PacketInfo], now: float) -> RateSample:
+    def on_packets_acked(self, acked: Sequence[SentPacketInfo], now: float) -> RateSample:
         """Account newly acknowledged packets and build the rate sample of this ACK."""
         newest: _SentSnapshot | None = None
         newest_number = -1
@@ -462,7 +462,7 @@ class Bbr:
 
     # ---- events from the connection -----------------------------------------------------------
 
-    def on_packet_sent(self, packet: PacketInfo, bytes_in_flight: int, now: float) -> None:
+    def on_packet_sent(self, packet: SentPacketInfo, bytes_in_flight: int, now: float) -> None:
         self._start_clock(now)
         if bytes_in_flight - packet.size <= 0 and self._sampler.app_limited:
             self._on_transmit_start_after_idle(now)
@@ -470,7 +470,7 @@ class Bbr:
         self._sampler.on_packet_sent(packet, bytes_in_flight)
 
     def on_packets_acked(
-        self, acked: Sequence[PacketInfo], rtt: RttView, bytes_in_flight: int, now: float
+        self, acked: Sequence[SentPacketInfo], rtt: RttView, bytes_in_flight: int, now: float
     ) -> None:
         # ``rtt`` is not needed: like tcp_bbr (rs->rtt_us) we time the newest acked packet.
         self._start_clock(now)
@@ -485,7 +485,7 @@ class Bbr:
         self._set_cwnd(sample.acked_bytes, losses, bw, self._cwnd_gain, bytes_in_flight)
         self._prev_ca_state = self._ca_state
 
-    def on_packets_lost(self, lost: Sequence[PacketInfo], bytes_in_flight: int, now: float) -> None:
+    def on_packets_lost(self, lost: Sequence[SentPacketInfo], bytes_in_flight: int, now: float) -> None:
         self._start_clock(now)
         self._sampler.on_packets_lost(lost)
         if not lost:

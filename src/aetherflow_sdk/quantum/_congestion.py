@@ -26,6 +26,18 @@ class PacketInfo:
     """``now`` when the packet was handed to the socket."""
 
 
+class SentPacketInfo(Protocol):
+    """What a controller reads of a sent packet: :class:`PacketInfo`, or loss recovery's own
+    ``SentPacket`` record (passed as is, so that no object is built per packet)."""
+
+    @property
+    def packet_number(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def time_sent(self) -> float: ...
+
+
 class RttView(Protocol):
     """The read-only RTT state a controller may consult (see ``_rtt.RttEstimator``)."""
 
@@ -50,15 +62,15 @@ class CongestionController(Protocol):
     def pacing_rate(self) -> float:
         """Bytes per second the pacer releases packets at."""
 
-    def on_packet_sent(self, packet: PacketInfo, bytes_in_flight: int, now: float) -> None:
+    def on_packet_sent(self, packet: SentPacketInfo, bytes_in_flight: int, now: float) -> None:
         """A packet counted in flight was sent; ``bytes_in_flight`` includes it."""
 
     def on_packets_acked(
-        self, acked: Sequence[PacketInfo], rtt: RttView, bytes_in_flight: int, now: float
+        self, acked: Sequence[SentPacketInfo], rtt: RttView, bytes_in_flight: int, now: float
     ) -> None:
         """Packets were newly acknowledged; ``bytes_in_flight`` already excludes them."""
 
-    def on_packets_lost(self, lost: Sequence[PacketInfo], bytes_in_flight: int, now: float) -> None:
+    def on_packets_lost(self, lost: Sequence[SentPacketInfo], bytes_in_flight: int, now: float) -> None:
         """Packets were declared lost; ``bytes_in_flight`` already excludes them."""
 
     def on_retransmission_timeout(self, now: float) -> None:

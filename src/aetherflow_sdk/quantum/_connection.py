@@ -94,6 +94,7 @@ HANDSHAKE_MAX_INTERVAL: Final = 1.0  # seconds between handshake retransmissions
 HANDSHAKE_RETRANSMIT_FACTOR: Final = 2.0  # first handshake resend after 2 x initial RTT, then doubling
 DATAGRAM_QUEUE: Final = 256  # unreliable datagrams held per direction; oldest dropped past this
 DRAIN_RTOS: Final = 3  # RFC 9000 §10.2: closing/draining lasts three PTOs
+_FEC_PROTECTED: Final = int(HeaderFlags.FEC_PROTECTED)  # a plain int: IntFlag's & is slow per packet
 
 
 @attrs.frozen(kw_only=True)
@@ -311,6 +312,10 @@ class QuantumConnection(PacketOutput):
     def has_message(self) -> bool:
         return self._receiver.has_message()
 
+    def has_window_update(self) -> bool:
+        """Taking messages freed enough window that a MAX_DATA frame is waiting to be sent."""
+        return self._max_data_pending
+
     def receive_datagram_frame(self) -> bytes | None:
         """The next received unreliable datagram, or None."""
         return self._datagrams_in.popleft() if self._datagrams_in else None
@@ -474,7 +479,7 @@ class QuantumConnection(PacketOutput):
                 self._ack_deadline = now + self.config.max_ack_delay
         else:
             recovered = []
-            if header.flags & HeaderFlags.FEC_PROTECTED:
+            if header.flags & _FEC_PROTECTED:
                 recovered = self._fec.on_data(header.fec_group, header.fec_index, pn, plaintext, now)
             self._process_packet(pn, plaintext, now, address, len(data))
         for packet in recovered:

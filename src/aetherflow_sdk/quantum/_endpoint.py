@@ -369,7 +369,8 @@ class Connection:
         while True:
             message = core.receive_message()
             if message is not None:
-                self._endpoint._after_app_action(core)
+                if core.has_window_update():  # else taking a message changes nothing to send
+                    self._endpoint._after_app_action(core)
                 await anyio.lowlevel.checkpoint()
                 return message
             if core.state not in CAN_SEND_DATA:

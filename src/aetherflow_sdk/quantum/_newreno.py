@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aetherflow_sdk.quantum._congestion import PacketInfo, RttView, register
+from aetherflow_sdk.quantum._congestion import RttView, SentPacketInfo, register
 
 LOSS_REDUCTION_FACTOR = 0.5  # RFC 9002 §7.3.2 / B.2 kLossReductionFactor
 MINIMUM_WINDOW_PACKETS = 2  # RFC 9002 §7.2 kMinimumWindow = 2 * max_datagram_size
@@ -63,13 +63,13 @@ class NewReno:
         # RFC 9002 B.4 InCongestionRecovery: sent at or before the period began.
         return self.recovery_start_time is not None and time_sent <= self.recovery_start_time
 
-    def on_packet_sent(self, packet: PacketInfo, bytes_in_flight: int, now: float) -> None:
+    def on_packet_sent(self, packet: SentPacketInfo, bytes_in_flight: int, now: float) -> None:
         """A full window (or near enough that another datagram would not fit) ends app-limited."""
         if bytes_in_flight + self.max_datagram_size > self._cwnd:
             self._app_limited = False
 
     def on_packets_acked(
-        self, acked: Sequence[PacketInfo], rtt: RttView, bytes_in_flight: int, now: float
+        self, acked: Sequence[SentPacketInfo], rtt: RttView, bytes_in_flight: int, now: float
     ) -> None:
         """Grow the window for acknowledged packets sent outside recovery (RFC 9002 B.5)."""
         if rtt.smoothed_rtt > 0:
@@ -102,7 +102,7 @@ class NewReno:
         self._cwnd = max(int(self.ssthresh), self.minimum_window)
         self._bytes_acked = 0
 
-    def on_packets_lost(self, lost: Sequence[PacketInfo], bytes_in_flight: int, now: float) -> None:
+    def on_packets_lost(self, lost: Sequence[SentPacketInfo], bytes_in_flight: int, now: float) -> None:
         """One congestion event for the newest lost packet (RFC 9002 B.8)."""
         if lost:
             self._on_congestion_event(max(p.time_sent for p in lost), now)

@@ -43,9 +43,10 @@ from aetherflow_sdk.quantum._wire import (
     AEAD_TAG_SIZE,
     ENCODED_HANDSHAKE_DONE,
     ENCODED_PING,
+    HEADER,
     HEADER_SIZE,
     MESSAGE_FRAME_OVERHEAD,
-    Header,
+    VERSION,
     HeaderFlags,
     PacketType,
     encode_ack,
@@ -209,14 +210,8 @@ class PacketOutput:
         assert self._send_protection is not None
         pn = self._next_packet_number
         self._next_packet_number += 1
-        header = Header(
-            packet_type=packet_type,
-            destination_cid=self._peer_cid,
-            packet_number=pn,
-            flags=flags,
-            fec_group=fec_group,
-            fec_index=fec_index,
-        ).pack()
+        # The same bytes as Header(...).pack(), without building a Header per packet.
+        header = HEADER.pack(VERSION, packet_type, flags, fec_index, self._peer_cid, pn, fec_group)
         return self._send_protection.seal(header, pn, payload)
 
     def _count_sent(self, size: int, now: float) -> None:
@@ -267,6 +262,7 @@ class PacketOutput:
         parts: list[bytes] = []
         retransmittable: list[object] = []
         eliciting = False  # any frame other than ACK makes the packet ack-eliciting (RFC 9002 §2)
+        app_bytes = 0  # message bytes in this packet (the FEC policy's denominator)
         if self._ack_info_pending and self._received:
             ack = encode_ack(list(reversed(self._received)), max(0.0, now - self._largest_received_time))
             parts.append(ack)
@@ -330,6 +326,7 @@ class PacketOutput:
                 )
                 parts.append(fragment.data)
                 budget -= MESSAGE_FRAME_OVERHEAD + len(fragment.data)
+                app_bytes += len(fragment.data)
                 retransmittable.append(fragment)
             if probe:
                 self._probe_pending = False
@@ -338,6 +335,7 @@ class PacketOutput:
                     # No new data: copy the newest outstanding data, so that the probe's ACK
                     # both delivers it and shows what is missing before it (RFC 8985 §7.3).
                     budget = self._add_probe_copy(parts, retransmittable, budget)
+                    app_bytes = sum(len(item.data) for item in retransmittable if isinstance(item, Fragment))
             if self._ping_pending or probe:
                 self._ping_pending = False
                 if not retransmittable and not eliciting:
@@ -369,7 +367,6 @@ class PacketOutput:
                 self._fec.track(sent, group)
             self.recovery.on_packet_sent(sent, now)
             self.pacer.on_packet_sent(len(packet), now)
-            app_bytes = sum(len(item.data) for item in retransmittable if isinstance(item, Fragment))
             self._fec.on_data_sent(app_bytes, len(packet), now)
         else:
             # ACK-only packets are not tracked for loss (RFC 9002 §3), but recovery must know

@@ -61,7 +61,7 @@ from collections.abc import Sequence
 import attrs
 
 from aetherflow_sdk._errors import LocalProtocolError, RemoteProtocolError
-from aetherflow_sdk.quantum._congestion import CongestionController, PacketInfo
+from aetherflow_sdk.quantum._congestion import CongestionController
 from aetherflow_sdk.quantum._rtt import RttEstimator
 
 PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1 (kPacketThreshold), as TCP's 3 duplicate ACKs (RFC 5681 §3.2)
@@ -233,11 +233,7 @@ class LossRecovery:
         if packet.in_flight:
             self._bytes_in_flight += packet.size
             self._last_in_flight_sent = now
-            self.congestion.on_packet_sent(
-                PacketInfo(packet_number=pn, size=packet.size, time_sent=packet.time_sent),
-                self._bytes_in_flight,
-                now,
-            )
+            self.congestion.on_packet_sent(packet, self._bytes_in_flight, now)
 
     def on_ack_received(self, ranges: Sequence[range], ack_delay: float, now: float) -> AckOutcome:
         """Process the ranges of one ACK frame (in any order).
@@ -291,7 +287,7 @@ class LossRecovery:
         if self.largest_acked is None or largest > self.largest_acked:
             self.largest_acked = largest
 
-        acked_info: list[PacketInfo] = []
+        acked_info: list[SentPacket] = []
         new_data_acked = False
         for p in newly:
             if p.ack_eliciting:
@@ -299,9 +295,7 @@ class LossRecovery:
                 new_data_acked = True
             if p.in_flight:
                 self._bytes_in_flight -= p.size
-                acked_info.append(
-                    PacketInfo(packet_number=p.packet_number, size=p.size, time_sent=p.time_sent)
-                )
+                acked_info.append(p)
         if new_data_acked:
             self._rto_base = now  # RFC 6298 §5.3: restart the timer when new data is acked
             self._probes = 0  # RFC 9002 §6.2.1: an acknowledgement resets the PTO backoff
@@ -427,7 +421,7 @@ class LossRecovery:
     def _declare_lost(self, lost: list[SentPacket], now: float, *, by_threshold: bool = False) -> None:
         if not lost:
             return
-        infos: list[PacketInfo] = []
+        infos: list[SentPacket] = []
         largest_acked = self.largest_acked if by_threshold and self.largest_acked is not None else -1
         for p in lost:
             p.declared_lost = True
@@ -437,7 +431,7 @@ class LossRecovery:
                 self.packets_lost += 1
             if p.in_flight:
                 self._bytes_in_flight -= p.size
-                infos.append(PacketInfo(packet_number=p.packet_number, size=p.size, time_sent=p.time_sent))
+                infos.append(p)
             self._lost[p.packet_number] = p
             self._lost_order.append((now, p.packet_number))
             if not self._lost_numbers or p.packet_number > self._lost_numbers[-1]:

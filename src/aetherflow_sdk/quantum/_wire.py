@@ -84,7 +84,7 @@ class Header:
         )
 
 
-_PACKET_TYPES = frozenset(int(t) for t in PacketType)
+_PACKET_TYPES = {int(t): t for t in PacketType}  # a dict lookup checks and converts in one step
 
 
 def parse_header_untrusted(datagram: bytes) -> Header:
@@ -94,10 +94,11 @@ def parse_header_untrusted(datagram: bytes) -> Header:
     version, ptype, flags, fec_index, dcid, pn, fec_group = HEADER.unpack_from(datagram)
     if version != VERSION:
         raise BadPacket(f"unknown version {version}")
-    if ptype not in _PACKET_TYPES:
+    packet_type = _PACKET_TYPES.get(ptype)
+    if packet_type is None:
         raise BadPacket(f"unknown packet type {ptype}")
     return Header(
-        packet_type=PacketType(ptype),
+        packet_type=packet_type,
         destination_cid=dcid,
         packet_number=pn,
         flags=flags,
