@@ -12,6 +12,7 @@ without waiting for the background task to be scheduled.
 from __future__ import annotations
 
 import errno
+import math
 import socket
 import struct
 import sys
@@ -94,6 +95,7 @@ class Endpoint:
         self._changed = anyio.Event()
         self._backlog: list[tuple[bytes, Address]] = []
         self._sleep_scope: anyio.CancelScope | None = None
+        self._sleep_until = math.inf  # the core timer the background task sleeps until
         self._closed = False
         self._wrappers: dict[bytes, Connection] = {}
 
@@ -256,7 +258,11 @@ class Endpoint:
     def _after_app_action(self, core_connection: QuantumConnection) -> None:
         self._core.mark_dirty(core_connection)
         self._flush()
-        self._kick()
+        # Wake the background task only if its sleep now ends too late: a wake-up per send()
+        # costs more than asking the core for its timer.
+        timer = self._core.get_timer()
+        if timer is not None and timer < self._sleep_until:
+            self._kick()
 
     async def _run(self) -> None:
         """The background task: socket input, timers, output."""
@@ -302,6 +308,7 @@ class Endpoint:
             delay = None if timer is None else max(0.0, timer - anyio.current_time())
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
+                self._sleep_until = math.inf if timer is None else timer
                 if delay is not None:
                     scope.deadline = anyio.current_time() + delay
                 if self._backlog:

@@ -287,6 +287,10 @@ class FecEncoder:
         ready, self._ready = self._ready, []
         return ready
 
+    def has_parity_work(self) -> bool:
+        """A group is open or parity is ready: ``poll_parity`` may return something."""
+        return bool(self._packets or self._ready)
+
     def get_timer(self) -> float | None:
         """When the open group must close, or None when no group is open."""
         if not self._packets:

@@ -116,6 +116,8 @@ class FecPath:
 
     def next_parity(self, now: float) -> ParityShard | None:
         """The next parity shard to send (closing an expired group), without removing it."""
+        if not self._parity and not self.encoder.has_parity_work():
+            return None  # the usual case without FEC: nothing open, nothing queued
         self.poll(now)
         return self._parity[0] if self._parity else None
 

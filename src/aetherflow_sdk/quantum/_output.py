@@ -26,6 +26,7 @@ own and reads the connection's. The rules:
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Final
 
 from aetherflow_sdk.quantum._config import QuantumConfig
@@ -45,6 +46,7 @@ from aetherflow_sdk.quantum._wire import (
     ENCODED_PING,
     HEADER,
     HEADER_SIZE,
+    MAX_ACK_RANGES,
     MESSAGE_FRAME_OVERHEAD,
     VERSION,
     HeaderFlags,
@@ -264,7 +266,9 @@ class PacketOutput:
         eliciting = False  # any frame other than ACK makes the packet ack-eliciting (RFC 9002 §2)
         app_bytes = 0  # message bytes in this packet (the FEC policy's denominator)
         if self._ack_info_pending and self._received:
-            ack = encode_ack(list(reversed(self._received)), max(0.0, now - self._largest_received_time))
+            # Only the newest MAX_ACK_RANGES ranges fit the frame: do not walk the replay window.
+            newest = list(islice(reversed(self._received), MAX_ACK_RANGES))
+            ack = encode_ack(newest, max(0.0, now - self._largest_received_time))
             parts.append(ack)
             budget -= len(ack)
             self._ack_info_pending = False

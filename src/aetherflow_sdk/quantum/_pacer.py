@@ -58,6 +58,8 @@ class Pacer:
 
     def set_rate(self, bytes_per_second: float) -> None:
         """Change the rate (the congestion controller's ``pacing_rate``)."""
+        if bytes_per_second == self._rate:
+            return  # the usual case: set before every packet, the rate changes per ACK at most
         if not bytes_per_second > 0:
             raise LocalProtocolError(f"Pacer rate must be > 0 bytes/s, got {bytes_per_second!r}")
         self._rate = bytes_per_second

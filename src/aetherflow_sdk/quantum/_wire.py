@@ -136,6 +136,8 @@ MAX_ACK_RANGES: Final = 32  # bounds an ACK frame to 267 bytes; the oldest gaps 
 # MESSAGE: flags (bit0 ordered), sequence, flow offset, message length, fragment offset, data length.
 MESSAGE_HEAD = struct.Struct(">BQQIIH")
 MESSAGE_FRAME_OVERHEAD: Final = 1 + MESSAGE_HEAD.size
+_MESSAGE_FRAME_HEAD = struct.Struct(">BBQQIIH")  # frame type byte + MESSAGE_HEAD, packed in one call
+_MESSAGE_TYPE: Final = int(FrameType.MESSAGE)
 DATAGRAM_HEAD = struct.Struct(">H")
 U64 = struct.Struct(">Q")
 CLOSE_HEAD = struct.Struct(">HH")
@@ -260,8 +262,8 @@ def encode_message_head(
     frame_ordered: bool, sequence: int, flow_offset: int, message_length: int, offset: int, data_length: int
 ) -> bytes:
     """The fixed part of a MESSAGE frame; the fragment data follows it."""
-    return bytes((FrameType.MESSAGE,)) + MESSAGE_HEAD.pack(
-        1 if frame_ordered else 0, sequence, flow_offset, message_length, offset, data_length
+    return _MESSAGE_FRAME_HEAD.pack(
+        _MESSAGE_TYPE, 1 if frame_ordered else 0, sequence, flow_offset, message_length, offset, data_length
     )
 
 
