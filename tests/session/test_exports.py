@@ -6,22 +6,6 @@ import aetherflow_sdk
 import aetherflow_sdk.session as session
 
 
-def test_session_public_names() -> None:
-    assert sorted(session.__all__) == sorted(
-        [
-            "TRANSITIONS", "AuthError", "AuthReason", "ClientHello", "CorruptRow", "FrameKind",
-            "InvalidTicket", "InvalidTransition", "LoadReport", "LoadedSessions", "MemorySessionStore",
-            "Permission", "ResumeRequest", "Resumption", "Session", "SessionAccept", "SessionChannel",
-            "SessionChannelStatistics", "SessionConfig", "SessionManager", "SessionManagerStatistics",
-            "SessionReject", "SessionServer", "SessionServerStatistics", "SessionState",
-            "SessionStateChanged", "SessionStore", "SqliteSessionStore", "Ticket", "TokenClaims",
-            "TokenVerifier", "Trigger", "describe_ticket", "issue_token", "open_session", "share_ticket",
-        ]
-    )  # fmt: skip
-    for name in session.__all__:
-        assert getattr(session, name) is not None
-
-
 def test_auth_error_is_exported_from_the_sdk() -> None:
     assert aetherflow_sdk.AuthError is session.AuthError
     assert issubclass(aetherflow_sdk.AuthError, aetherflow_sdk.AetherFlowError)
