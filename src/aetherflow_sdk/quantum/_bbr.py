@@ -167,7 +167,10 @@ _GAINS: dict[Mode, tuple[float | None, float]] = {
 
 @attrs.frozen(kw_only=True)
 class _SentSnapshot:
-    """The connection's delivery state when one packet was sent (tcp_rate.c ``tcp_rate_skb_sent``)."""
+    """The connection's delivery state when one packet was sent (tcp_rate.c ``tcp_rate_skb_sent``).
+
+    That state changes only on ACKs, idle restarts and app-limited marks, so every packet sent
+    between two such events shares one snapshot; the packet's own send time comes with it."""
 
     delivered: int
     """Bytes delivered before this packet was sent (draft §3.1 ``P.delivered``)."""
@@ -177,8 +180,6 @@ class _SentSnapshot:
     """Send time of the first packet of the current flight (``P.first_sent_time``)."""
     is_app_limited: bool
     """The sender was in an app-limited period (``P.is_app_limited``)."""
-    time_sent: float
-    """When this packet was sent."""
 
 
 @attrs.frozen(kw_only=True)
@@ -225,6 +226,7 @@ class DeliveryRateSampler:
         self.min_rtt = math.inf
         """Lowest RTT sample ever; shorter rate intervals are bogus (tcp_rate.c ``tcp_min_rtt``)."""
         self._sent: dict[int, _SentSnapshot] = {}
+        self._current: _SentSnapshot | None = None  # the state now; None once it changed
 
     def __len__(self) -> int:
         return len(self._sent)
@@ -237,14 +239,17 @@ class DeliveryRateSampler:
             # must not count in the sample (tcp_rate.c: "in case we restart from idle").
             self.first_sent_time = now
             self.delivered_time = now
-        assert self.first_sent_time is not None
-        self._sent[packet.packet_number] = _SentSnapshot(
-            delivered=self.delivered,
-            delivered_time=self.delivered_time,
-            first_sent_time=self.first_sent_time,
-            is_app_limited=self.app_limited != 0,
-            time_sent=now,
-        )
+            self._current = None
+        snapshot = self._current
+        if snapshot is None:
+            assert self.first_sent_time is not None
+            snapshot = self._current = _SentSnapshot(
+                delivered=self.delivered,
+                delivered_time=self.delivered_time,
+                first_sent_time=self.first_sent_time,
+                is_app_limited=self.app_limited != 0,
+            )
+        self._sent[packet.packet_number] = snapshot
 
     def on_packets_lost(self, lost: Sequence[SentPacketInfo]) -> None:
         """Forget lost packets: they deliver nothing (``tcp_rate_skb_delivered`` never sees them)."""
@@ -255,11 +260,13 @@ class DeliveryRateSampler:
         """Mark an app-limited bubble until what is in flight now is delivered
         (``tcp_rate_check_app_limited``)."""
         self.app_limited = (self.delivered + bytes_in_flight) or 1
+        self._current = None
 
     def on_packets_acked(self, acked: Sequence[SentPacketInfo], now: float) -> RateSample:
         """Account newly acknowledged packets and build the rate sample of this ACK."""
         newest: _SentSnapshot | None = None
         newest_number = -1
+        newest_sent = 0.0
         acked_bytes = 0
         for packet in acked:
             acked_bytes += packet.size
@@ -267,13 +274,14 @@ class DeliveryRateSampler:
             # A packet declared lost then acknowledged counts as delivered, but its
             # snapshot is gone, so it cannot be the sample's reference.
             if snapshot is not None and packet.packet_number > newest_number:
-                newest, newest_number = snapshot, packet.packet_number
+                newest, newest_number, newest_sent = snapshot, packet.packet_number, packet.time_sent
+        self._current = None
         rtt: float | None = None
         if newest is not None:
             # Whole microseconds, as tcp_bbr's min_rtt_us: equal RTTs then compare equal.
-            rtt = round(now - newest.time_sent, 6)
+            rtt = round(now - newest_sent, 6)
             self.min_rtt = min(self.min_rtt, rtt)
-            self.first_sent_time = newest.time_sent
+            self.first_sent_time = newest_sent
         self.delivered += acked_bytes
         if self.app_limited and self.delivered > self.app_limited:
             self.app_limited = 0  # the bubble is acknowledged and gone (tcp_rate_gen)
@@ -290,7 +298,7 @@ class DeliveryRateSampler:
             )
         # draft §3.3: the sample's interval is the longer of the send and the ACK
         # phases, so neither ACK compression nor a send burst inflates the rate.
-        send_elapsed = newest.time_sent - newest.first_sent_time
+        send_elapsed = newest_sent - newest.first_sent_time
         ack_elapsed = now - newest.delivered_time
         interval: float | None = max(send_elapsed, ack_elapsed)
         delivered: int | None = self.delivered - newest.delivered
