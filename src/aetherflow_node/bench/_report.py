@@ -30,6 +30,8 @@ class Condition:
     """Bottleneck rate per direction (Mbit/s); 0 means unlimited."""
     queue: int
     """Drop-tail queue depth (packets)."""
+    jitter_ms: float
+    """Extra uniform delay 0..jitter per packet (ms); reorders packets."""
     seed: int
     """Seed of the emulator's loss."""
     loopback: bool
@@ -42,6 +44,8 @@ class Condition:
         parts = [self.workload, f"{self.delay_ms:g}ms", f"{self.loss * 100:g}% loss"]
         if self.rate_mbit:
             parts.append(f"{self.rate_mbit:g}Mbit/s")
+        if self.jitter_ms:
+            parts.append(f"+0-{self.jitter_ms:g}ms jitter")
         return " ".join(parts)
 
 

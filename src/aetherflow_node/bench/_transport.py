@@ -129,6 +129,7 @@ def run_one(contender_name: str, condition: Condition, workload: dict[str, Any])
             loss=condition.loss,
             rate_bps=condition.rate_mbit * 1e6 if condition.rate_mbit else None,
             queue_packets=condition.queue,
+            jitter=condition.jitter_ms / 1000,
         )
         with emulated_link(config, seed=condition.seed) as link:
             server_report, client_report = _run_peers(spec, link.ns_b, link.ns_a, link.address_b)
@@ -164,7 +165,7 @@ def run_one(contender_name: str, condition: Condition, workload: dict[str, Any])
 
 def conditions_from(args: argparse.Namespace) -> list[Condition]:
     """The conditions one invocation runs: the sweep matrix, or the one the options describe."""
-    base = {"queue": args.queue, "seed": args.seed}
+    base = {"queue": args.queue, "seed": args.seed, "jitter_ms": 0.0 if args.loopback else args.jitter_ms}
     if args.sweep:
         conditions = [
             Condition(
@@ -187,7 +188,10 @@ def conditions_from(args: argparse.Namespace) -> list[Condition]:
                 **base,
             )
         )
-        conditions.append(Condition(workload="bulk", delay_ms=0, loss=0, rate_mbit=0, loopback=True, **base))
+        loopback = {**base, "jitter_ms": 0.0}
+        conditions.append(
+            Condition(workload="bulk", delay_ms=0, loss=0, rate_mbit=0, loopback=True, **loopback)
+        )
         return conditions
     workloads = ["messages", "bulk"] if args.workload == "both" else [args.workload]
     return [
