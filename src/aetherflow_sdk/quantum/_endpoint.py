@@ -259,8 +259,9 @@ class Endpoint:
         self._core.mark_dirty(core_connection)
         self._flush()
         # Wake the background task only if its sleep now ends too late: a wake-up per send()
-        # costs more than asking the core for its timer.
-        timer = self._core.get_timer()
+        # costs more than asking this connection for its timer (an application call moves
+        # only its own connection's timers).
+        timer = core_connection.get_timer()
         if timer is not None and timer < self._sleep_until:
             self._kick()
 
