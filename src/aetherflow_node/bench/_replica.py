@@ -200,8 +200,11 @@ def bench_end_to_end(
     from aetherflow_sdk.replica import Replica, ReplicaSync
 
     child = subprocess.Popen(
-        [sys.executable, "-c", f"from aetherflow_node.bench._replica import _follower_main as m; "
-         f"m({str(trace_dir)!r}, {limit})"],
+        [
+            sys.executable,
+            "-c",
+            f"from aetherflow_node.bench._replica import _follower_main as m; m({str(trace_dir)!r}, {limit})",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
