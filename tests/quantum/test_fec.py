@@ -20,6 +20,7 @@ from aetherflow_sdk.quantum._fec import (
     ParityShard,
     RecoveredPacket,
     parity_count,
+    parity_for_loss,
 )
 
 # A shard as the connection would see it: ("data", index, packet number, plaintext)
@@ -371,3 +372,48 @@ def test_more_parity_than_the_minimum_is_accepted_and_helps() -> None:
     ]
     with pytest.raises(LocalProtocolError):
         encoder.min_parity = 4
+
+
+# ---- parity sized to the measured loss ------------------------------------------------------
+
+
+def test_parity_for_loss_follows_the_binomial_tail() -> None:
+    # 10+1 repairs a lost packet unless one of the 10 others is lost too: 9.6 % at 1 % loss.
+    assert [parity_for_loss(p) for p in (0.0, 0.005, 0.01, 0.02, 0.04, 0.05, 0.10, 0.5)] == [
+        1, 1, 1, 2, 2, 3, 3, 3,
+    ]
+
+
+def test_a_full_group_sends_only_max_parity_and_still_repairs_that_many_losses() -> None:
+    rng = random.Random(5)
+    for max_parity in (1, 2, 3):
+        encoder = FecEncoder(group_timeout=0.010)
+        encoder.max_parity = max_parity
+        packets = [(200 + n, rng.randbytes(rng.randrange(1, 1400))) for n in range(10)]
+        group_id = -1
+        for pn, plaintext in packets:
+            group_id, _ = encoder.protect(pn, plaintext, now=0.0)
+        parity = encoder.poll_parity(now=0.0)
+        assert len(parity) == max_parity
+        for lost in itertools.combinations(range(10), max_parity):
+            decoder = FecDecoder()
+            recovered: list[RecoveredPacket] = []
+            for index, (pn, plaintext) in enumerate(packets):
+                if index not in lost:
+                    recovered += decoder.on_data(group_id, index, pn, plaintext, 0.0)
+            for shard in parity:
+                recovered += decoder.on_parity(group_id, shard.index, shard.payload, 0.0)
+            assert sorted((r.packet_number, r.plaintext) for r in recovered) == sorted(
+                packets[i] for i in lost
+            ), f"max_parity={max_parity} lost={lost}"
+
+
+def test_max_parity_is_validated_and_min_parity_wins() -> None:
+    encoder = FecEncoder()
+    with pytest.raises(LocalProtocolError, match="max_parity"):
+        encoder.max_parity = 0
+    encoder.max_parity = 1
+    encoder.min_parity = 2
+    for n in range(10):
+        encoder.protect(n, b"x", now=0.0)
+    assert len(encoder.poll_parity(now=0.0)) == 2

@@ -76,20 +76,22 @@ class QuantumContender:
 
     ordered: bool = False
     """Send messages ordered (head-of-line blocking) instead of unordered."""
+    fec: str = "auto"
+    """QuantumConfig.fec: "auto" (adaptive parity) or "off" (what FEC costs and buys, side by side)."""
     backend: str = "trio"
     """Quantum's reference event loop."""
 
     @property
     def name(self) -> str:
-        return "quantum-ordered" if self.ordered else "quantum"
+        return "quantum" + ("-ordered" if self.ordered else "") + ("-nofec" if self.fec == "off" else "")
 
     @property
     def description(self) -> str:
         order = "ordered" if self.ordered else "unordered"
-        return f"Quantum ({_congestion_control()}), {order} messages"
+        return f"Quantum ({_congestion_control()}, FEC {self.fec}), {order} messages"
 
     def _config(self) -> QuantumConfig:
-        return QuantumConfig(congestion_control=_congestion_control())
+        return QuantumConfig(congestion_control=_congestion_control(), fec=self.fec)
 
     @contextlib.asynccontextmanager
     async def listen(self, host: str) -> AsyncIterator[Listener]:

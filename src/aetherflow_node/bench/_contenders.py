@@ -328,7 +328,7 @@ class AioquicContender:
 
 def contender_names() -> list[str]:
     """Every contender the harness knows, in table order."""
-    return ["quantum", "quantum-ordered", "tcp-cubic", "tcp-bbr", "aioquic"]
+    return ["quantum", "quantum-ordered", "quantum-nofec", "tcp-cubic", "tcp-bbr", "aioquic"]
 
 
 def get_contender(name: str) -> Contender:
@@ -337,9 +337,11 @@ def get_contender(name: str) -> Contender:
         return TcpContender(congestion=name.removeprefix("tcp-"))
     if name == "aioquic":
         return AioquicContender()
-    if name in ("quantum", "quantum-ordered"):
+    if name in ("quantum", "quantum-ordered", "quantum-nofec"):
         # Imported only when asked for; ImportError means Quantum cannot run here.
         from aetherflow_node.bench._contender_quantum import QuantumContender
 
-        return QuantumContender(ordered=name == "quantum-ordered")
+        return QuantumContender(
+            ordered=name == "quantum-ordered", fec="off" if name == "quantum-nofec" else "auto"
+        )
     raise KeyError(name)

@@ -57,6 +57,7 @@ from aetherflow_sdk.quantum._fec import (
     FecPolicy,
     ParityShard,
     RecoveredPacket,
+    parity_for_loss,
 )
 from aetherflow_sdk.quantum._recovery import FEC_GUARD_PENDING, SentPacket
 
@@ -158,11 +159,15 @@ class FecPath:
 
     def update(self, now: float) -> None:
         """Re-evaluate the policy (on every ACK)."""
+        loss = self.policy.loss_rate(now)
         if self.mode == "auto":
             self.policy.update(now)
+            # Send only the parity the measured loss calls for (10+1 at 1 %, 10+2 at 2 %,
+            # the full 10+3 from ~4 %): parity is bandwidth taken from the data.
+            self.encoder.max_parity = parity_for_loss(loss)
         # A lone edit with one parity packet is lost with it 1 % of the time at 10 % loss
         # (the whole p99); a second parity packet makes that 0.1 % (``FecEncoder.min_parity``).
-        self.encoder.min_parity = 2 if self.policy.loss_rate(now) > HIGH_LOSS else 1
+        self.encoder.min_parity = 2 if loss > HIGH_LOSS else 1
 
     # -- receiving --------------------------------------------------------------------------
 
