@@ -18,6 +18,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The standard matrix of docs/benchmarks.md (needs root for the link emulator; ~12 min).
+bench-transport: $(STAMP)
+	$(VENV)/bin/aetherflow bench transport --sweep --seed 1 --json bench-sweep.json --plot bench-sweep.png
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
