@@ -312,3 +312,35 @@ def test_fec_report_frame_round_trips() -> None:
     from aetherflow_sdk.quantum._wire import FecReportFrame, encode_fec_report, parse_frames_untrusted
 
     assert parse_frames_untrusted(encode_fec_report(2**40 + 3)) == [FecReportFrame(recovered=2**40 + 3)]
+
+
+@attrs.define
+class DropAt:
+    """Drop the client's first DATA packet sent at or after each of ``times`` (virtual seconds)."""
+
+    times: list[float]
+    net: VirtualNetwork | None = None
+    dropped: int = 0
+
+    def __call__(self, data: bytes, source: object, destination: object) -> bool:
+        assert self.net is not None
+        if not self.times or self.net.now < self.times[0] or source != A:
+            return False
+        if parse_header_untrusted(data).packet_type is not PacketType.DATA:
+            return False
+        self.times.pop(0)
+        self.dropped += 1
+        return True
+
+
+def test_fec_on_keeps_sending_when_losses_are_rare() -> None:
+    """Mode "on" means always: a clean 5 s window must not switch it off (unlike "auto")."""
+    drop = DropAt([])
+    net = VirtualNetwork(48, LinkProfile(delay=0.020, drop_if=drop))
+    drop.net = net
+    pair = _pair(net, ALWAYS)
+    drop.times = [net.now + 1.0, net.now + 7.0]
+    _stream(net, pair, count=8000, size=200, interval=0.001)  # 1,000 packets/s for 8 s
+    client = pair[2]
+    assert drop.dropped == 2, f"seed={net.seed}"
+    assert client._fec.sending and client.statistics().fec_enabled, f"seed={net.seed}"

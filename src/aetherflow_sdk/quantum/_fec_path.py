@@ -94,8 +94,14 @@ class FecPath:
 
     @property
     def sending(self) -> bool:
-        """Whether new ack-eliciting packets are protected now."""
-        return self.peer_can_decode and self.mode != "off" and self.policy.enabled
+        """Whether new ack-eliciting packets are protected now.
+
+        "on" means always: the policy still measures the loss (it sizes the groups' parity),
+        but only "auto" lets it switch protection off.
+        """
+        return self.peer_can_decode and (
+            self.mode == "on" or (self.mode == "auto" and self.policy.enabled)
+        )
 
     def protect(
         self, packet_number: int, plaintext: bytes, smoothed_rtt: float, now: float
