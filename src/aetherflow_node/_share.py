@@ -19,6 +19,9 @@ from aetherflow_sdk import LocalProtocolError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+# A ticket is a credential: longer than ten years is a typo, and a bound keeps ``exp`` far below
+# 2**53, the largest whole number every JSON verifier reads exactly.
+MAX_EXPIRES = 10 * 365 * 86_400
 
 
 def default_data_dir() -> Path:
@@ -28,13 +31,15 @@ def default_data_dir() -> Path:
 
 
 def parse_duration(text: str) -> float:
-    """``"7d"`` -> seconds. Units: s, m, h, d, w."""
+    """``"7d"`` -> seconds. Units: s, m, h, d, w; at most ten years."""
     match = _DURATION.match(text)
     if match is None:
         raise LocalProtocolError(f"--expires {text!r}: use a number and a unit, like 30m, 12h, 7d or 2w")
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise LocalProtocolError(f"--expires {text!r} must be longer than zero")
+    if not seconds <= MAX_EXPIRES:  # also refuses inf and nan (400 digits overflow a float)
+        raise LocalProtocolError(f"--expires {text!r} is too long: at most ten years (520w)")
     return seconds
 
 

@@ -63,6 +63,10 @@ def test_user_mistakes_are_one_clear_line(tmp_path: Path) -> None:
         (["--expires", "7x"], "--expires '7x'"),
         (["--address", "nohost"], "is not host:port"),
         (["--holder", "zzz"], "is not a node ID"),
+        # 400 digits overflow a float to inf; 100000000000w is past 2**53 s, the largest exp verifiers read.
+        (["--expires", "9" * 400 + "d"], "is too long: at most ten years"),
+        (["--expires", "100000000000w"], "is too long: at most ten years"),
+        (["--expires", "3651d"], "is too long: at most ten years"),
     ]:
         result = _share("doc", "--user", "u", "--perm", "rw", "--data-dir", str(tmp_path), *args)
         assert result.returncode == 2

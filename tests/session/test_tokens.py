@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aetherflow_sdk import AuthError
+from aetherflow_sdk import AuthError, LocalProtocolError
 from aetherflow_sdk._identity import Identity, format_node_id
 from aetherflow_sdk.session import AuthReason, Permission, TokenVerifier, issue_token
 from tests.session._helpers import T0
@@ -167,6 +167,18 @@ def test_holder_binding(verifier: TokenVerifier) -> None:
 
 def test_future_issue_time(verifier: TokenVerifier) -> None:
     assert _reason(verifier, _token(now=T0 + 3600), now=T0) == AuthReason.NOT_YET_VALID
+
+
+@pytest.mark.parametrize("expires_in", [float("inf"), 2.0**53, 2**53 - T0, 1e300])
+def test_an_expiry_no_verifier_can_read_is_refused_at_issue(expires_in: float) -> None:
+    # exp >= 2**53 would be refused by every verifier as malformed; inf used to overflow math.ceil.
+    with pytest.raises(LocalProtocolError, match="too far ahead"):
+        _token(expires_in=expires_in)
+
+
+def test_the_latest_readable_expiry_is_issued(verifier: TokenVerifier) -> None:
+    token = _token(expires_in=2**53 - 1 - T0)
+    assert verifier.verify(token, document="doc-1", now=T0, holder=HOLDER).expires_at == 2**53 - 1
 
 
 def _sign(claims: dict[str, Any]) -> str:

@@ -115,13 +115,19 @@ def issue_token(
             raise LocalProtocolError(f"{name} must be 1 to {MAX_TEXT_CLAIM} characters, got {len(value)}")
     if not expires_in > 0:
         raise LocalProtocolError(f"expires_in must be > 0 seconds, got {expires_in}")
+    # Verifiers refuse an ``exp`` of 2**53 or more as malformed (_time_claim): refuse to issue one.
+    expires_at = now + expires_in
+    if not math.isfinite(expires_at) or not math.ceil(expires_at) < 2**53:
+        raise LocalProtocolError(
+            f"expires_in={expires_in} s is too far ahead: the token's exp must be below 2**53 Unix seconds"
+        )
     claims: dict[str, Any] = {
         "sub": user,
         "doc": document,
         "perm": permission.value,
         "iss": format_node_id(identity.node_id),
         "iat": int(now),
-        "exp": math.ceil(now + expires_in),
+        "exp": math.ceil(expires_at),
         "jti": token_id or str(uuid7()),
     }
     if holder is not None:
