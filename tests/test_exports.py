@@ -43,6 +43,11 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "Replica", "ReplicaStatistics", "ReplicaSync", "Retain", "SqliteStore", "SyncProtocol",
         "SyncStatistics", "TextChange", "is_write_message",
     ],
+    "aetherflow_sdk.testing": [
+        "ADDRESS_A", "ADDRESS_B", "DirectionStatistics", "EmulatedLink", "LinkConfig", "LinkDirection",
+        "LinkStatistics", "Namespace", "VethPair", "emulated_link", "netns_available", "network_namespace",
+        "register_cleanup", "veth_pair",
+    ],
 }  # fmt: skip
 
 

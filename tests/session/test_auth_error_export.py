@@ -1,4 +1,7 @@
-"""The public names of aetherflow_sdk.session are deliberate: this test pins them."""
+"""AuthError is one class: aetherflow_sdk re-exports aetherflow_sdk.session.AuthError, an AetherFlowError.
+
+The public names of every package are pinned in tests/test_exports.py.
+"""
 
 from __future__ import annotations
 
