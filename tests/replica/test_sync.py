@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from aetherflow_sdk import LocalProtocolError
 from aetherflow_sdk.replica import Replica, SyncProtocol
-from aetherflow_sdk.replica._wire import encode_sync_step2, encode_sync_update
+from aetherflow_sdk.replica._awareness import MAX_CLOCK
+from aetherflow_sdk.replica._wire import (
+    AwarenessEntry,
+    encode_awareness,
+    encode_sync_step2,
+    encode_sync_update,
+)
 
 from .conftest import VirtualNet, make_replica
 
@@ -356,3 +362,46 @@ def test_presence_does_not_ping_pong_around_a_cycle(rng: random.Random) -> None:
     (c_to_a,) = c.messages_for("a", 1.0)  # c relays a's state to a (it came from b)
     a.receive_message("c", c_to_a.data, 1.0)
     assert a.messages_for("b", 2.0) == [] and a.messages_for("c", 2.0) == []
+
+
+def test_own_client_at_the_maximum_clock_is_dropped_not_fatal() -> None:
+    """A peer relaying our client at clock 2**53-1 must not push our clock past what encodes."""
+    replica = Replica("d", client_id=1)
+    protocol = SyncProtocol(replica, now=0.0)
+    protocol.add_peer("evil", now=0.0)
+    protocol.set_presence(name="ada", color="#fff", now=0.5)
+    protocol.messages_for("evil", 0.5)
+    evil = encode_awareness([AwarenessEntry(client_id=1, clock=MAX_CLOCK, state={"user": {}})])
+    protocol.receive_message("evil", evil, 1.0)
+    assert protocol.statistics().bad_messages == 1
+    protocol.messages_for("evil", 2.0)  # raised ValueError from encode_varuint before the fix
+    almost = encode_awareness([AwarenessEntry(client_id=1, clock=MAX_CLOCK - 1, state=None)])
+    protocol.receive_message("evil", almost, 3.0)
+    assert protocol.awareness.entries([1])[0].clock == MAX_CLOCK
+    protocol.set_presence(name="ada", color="#000", now=4.0)  # capped, still encodes
+    assert protocol.awareness.entries([1])[0].clock == MAX_CLOCK
+    assert protocol.messages_for("evil", 5.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([1, 2]), st.integers(0, MAX_CLOCK), st.sampled_from([None, {"a": 1}])),
+        max_size=6,
+    )
+)
+def test_any_awareness_entries_leave_us_able_to_send(
+    raw: list[tuple[int, int, dict[str, int] | None]],
+) -> None:
+    """Whatever clocks peers announce (ours included), our presence still encodes."""
+    replica = Replica("d", client_id=1)
+    protocol = SyncProtocol(replica, now=0.0)
+    protocol.add_peer("peer", now=0.0)
+    protocol.set_presence(name="ada", color="#fff", now=0.0)
+    for step, (client, clock, state) in enumerate(raw):
+        entry = AwarenessEntry(client_id=client, clock=clock, state=state)
+        protocol.receive_message("peer", encode_awareness([entry]), float(step))
+        protocol.messages_for("peer", float(step) + 0.5)
+    protocol.set_presence(name="ada", color="#000", now=100.0)
+    protocol.messages_for("peer", 200.0)
+    encode_awareness(protocol.awareness.entries())

@@ -14,10 +14,13 @@ from typing import Any
 
 import attrs
 
-from aetherflow_sdk.replica._wire import AwarenessEntry
+from aetherflow_sdk.replica._wire import _MAX_VARUINT, AwarenessEntry
 
 DEFAULT_AWARENESS_TIMEOUT = 30.0
 """Seconds without renewal before a peer's presence is dropped (y-protocols ``outdatedTimeout``)."""
+
+MAX_CLOCK = _MAX_VARUINT
+"""The largest clock the wire carries; ours never goes past it, so it always encodes."""
 
 
 @attrs.frozen(kw_only=True)
@@ -30,6 +33,8 @@ class AwarenessChange:
     """Clients whose state changed (or was renewed with the same content)."""
     removed: tuple[int, ...] = ()
     """Clients that left (null state, timeout or lost connection)."""
+    rejected: tuple[int, ...] = ()
+    """Clients whose entry was ignored as invalid (our own client at the maximum clock)."""
 
     @property
     def changed(self) -> tuple[int, ...]:
@@ -63,7 +68,7 @@ class Awareness:
     def set_local_state(self, state: dict[str, Any] | None, now: float) -> None:
         """Replace our state (None: we are leaving); bumps our clock."""
         meta = self._meta[self.client_id]
-        meta.clock += 1
+        meta.clock = min(meta.clock + 1, MAX_CLOCK)
         meta.last_updated = now
         if state is None:
             self._states.pop(self.client_id, None)
@@ -84,9 +89,14 @@ class Awareness:
         added: list[int] = []
         updated: list[int] = []
         removed: list[int] = []
+        rejected: list[int] = []
         for entry in entries:
             client = entry.client_id
             if client == self.client_id:
+                if entry.clock >= MAX_CLOCK:
+                    # Outbidding it would take a clock the wire cannot carry.
+                    rejected.append(client)
+                    continue
                 meta = self._meta[client]
                 # Our own state relayed back (same clock, same state) is ignored, as in
                 # awareness.js -- reacting to it would ping-pong around a mesh cycle.
@@ -112,7 +122,9 @@ class Awareness:
             else:
                 self._states[client] = entry.state
                 (updated if held else added).append(client)
-        return AwarenessChange(added=tuple(added), updated=tuple(updated), removed=tuple(removed))
+        return AwarenessChange(
+            added=tuple(added), updated=tuple(updated), removed=tuple(removed), rejected=tuple(rejected)
+        )
 
     def remove(self, client_ids: list[int]) -> AwarenessChange:
         """Forget remote clients (their connection is gone); our own state is never removed here."""

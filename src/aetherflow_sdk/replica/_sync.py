@@ -279,6 +279,8 @@ class SyncProtocol:
         elif isinstance(message, AwarenessUpdate):
             self._counters["awareness_received"] += 1
             change = self.awareness.apply_entries(message.entries, now)
+            if change.rejected:
+                self._counters["bad_messages"] += 1
             peer.awareness_clients.update(change.added + change.updated)
             if self.awareness.client_id in change.updated:
                 # A peer announced our client: re-announce ours to everyone.
