@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import socket
 
 import anyio
@@ -204,3 +206,25 @@ async def test_gso_send_failure_falls_back_to_one_datagram_per_call() -> None:
         assert await peer.receive() == payload
         assert client._gso is False
         client._sock = real_socket
+
+
+@pytest.mark.parametrize("code", [errno.ENOBUFS, errno.EPERM, errno.EMSGSIZE, errno.ECONNREFUSED])
+async def test_send_errors_that_lose_a_datagram_count_as_loss(code: int) -> None:
+    """A full device queue or a netfilter drop loses the datagram; it must not end the endpoint."""
+    async with quantum.open_endpoint(LOOPBACK) as client:
+        real_socket = client._sock
+
+        class Failing:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real_socket, name)
+
+            def sendto(self, *args: object) -> int:
+                raise OSError(code, os.strerror(code))
+
+        client._sock = Failing()  # type: ignore[assignment]
+        client._gso = False  # one sendto() per datagram
+        try:
+            datagrams = [(b"x" * 100, ("127.0.0.1", 9)), (b"y" * 50, ("127.0.0.1", 9))]
+            assert client._send_all(datagrams) == 2
+        finally:
+            client._sock = real_socket

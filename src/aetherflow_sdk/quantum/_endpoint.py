@@ -50,7 +50,20 @@ _GSO_SIZE = struct.Struct("=H")
 _GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)  # the kernel reports the segment size as an int
 # Errors that mean "this socket or path cannot segment": send one by one from then on.
 _GSO_UNSUPPORTED: Final = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
-_ICMP_ERRORS: Final = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+# Send errors that lose a datagram but leave the socket usable: ICMP errors reported on a later
+# send, a full device queue (ENOBUFS), a netfilter drop (EPERM), a datagram over the path's MTU
+# (EMSGSIZE). Treat them as loss: the protocol's own timers recover, the endpoint task carries on.
+_LOSS_LIKE_ERRORS: Final = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENOBUFS,
+        errno.EAGAIN,
+        errno.EPERM,
+        errno.EMSGSIZE,
+    }
+)
 
 
 def _normalize(address: tuple[object, ...]) -> Address:
@@ -249,9 +262,9 @@ class Endpoint:
                 if run > 1 and exc.errno in _GSO_UNSUPPORTED:
                     self._gso = False  # e.g. no checksum offload on this route: one by one from now on
                     continue
-                if exc.errno not in _ICMP_ERRORS:
+                if exc.errno not in _LOSS_LIKE_ERRORS:
                     raise
-                # ICMP errors: the loss shows up in the protocol's own timers
+                # Lost like a dropped datagram: the loss shows up in the protocol's own timers
             index += run
         return count
 
