@@ -38,14 +38,31 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 
-def _imports(path: Path) -> set[str]:
+def _package_of(path: Path, root: Path) -> list[str]:
+    """The dotted package a module file is in, as Python sets ``__package__`` (a package's own
+    ``__init__`` is in the package itself)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return parts[:-1]
+
+
+def _imports(path: Path, root: Path = SRC) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                # ``from ..quantum import x`` is as much an arrow as ``from aetherflow_sdk.quantum import x``.
+                package = _package_of(path, root)
+                assert node.level <= len(package), f"{path}: relative import beyond the top-level package"
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            elif node.module:
+                module = node.module
+            else:
+                continue
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
     return {name for name in found if name.startswith("aetherflow")}
 
 
@@ -68,6 +85,31 @@ def test_arrows_point_down(package: str) -> None:
                 f"{path.relative_to(SRC)} imports {name}: {package} may import only "
                 f"{sorted(ALLOWED[package]) or 'nothing else of AetherFlow'}"
             )
+
+
+@pytest.mark.parametrize(
+    ("file", "source", "expected"),
+    [
+        ("aetherflow_sdk/session/_x.py", "from ..quantum import Connection", "aetherflow_sdk.quantum"),
+        ("aetherflow_sdk/session/_x.py", "from . import _tokens", "aetherflow_sdk.session._tokens"),
+        ("aetherflow_sdk/session/__init__.py", "from .. import quantum", "aetherflow_sdk.quantum"),
+        ("aetherflow_sdk/session/__init__.py", "from ._state import S", "aetherflow_sdk.session._state"),
+    ],
+)
+def test_relative_imports_are_resolved(tmp_path: Path, file: str, source: str, expected: str) -> None:
+    path = tmp_path / file
+    path.parent.mkdir(parents=True)
+    path.write_text(source + "\n")
+    assert expected in _imports(path, root=tmp_path)
+
+
+def test_an_upward_relative_import_breaks_the_rule(tmp_path: Path) -> None:
+    path = tmp_path / "aetherflow_sdk" / "session" / "_x.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("from ..quantum import Connection\n")
+    names = _imports(path, root=tmp_path)
+    allowed = ALLOWED["aetherflow_sdk.session"]
+    assert not all(_allowed(n, "aetherflow_sdk.session", allowed) for n in names)
 
 
 def test_the_sdk_never_imports_the_node() -> None:
