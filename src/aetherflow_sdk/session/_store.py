@@ -184,7 +184,7 @@ class SqliteSessionStore:
         for row in cursor:
             rowid, values = row[0], dict(zip(_COLUMNS, row[1:], strict=True))
             try:
-                sessions.append(_session_from_row_untrusted(values))
+                sessions.append(_parse_row(values))
             except ValueError as exc:
                 key = values["session_id"] if isinstance(values["session_id"], str) else f"rowid={rowid}"
                 logger.warning("skipping corrupt session row %s in %s: %s", key, self.path, exc)
@@ -247,8 +247,12 @@ def _time(values: dict[str, Any], name: str) -> float:
     return float(value)
 
 
-def _session_from_row_untrusted(values: dict[str, Any]) -> Session:
-    """Rebuild a session from a stored row; raises ValueError, and only that, if the row is bad."""
+def _parse_row(values: dict[str, Any]) -> Session:
+    """Rebuild a session from a stored row; raises ValueError, and only that, if the row is bad.
+
+    Not ``*_untrusted`` (STYLE §3): that suffix promises BadPacket, for network bytes; a bad row is a
+    ValueError that :meth:`SqliteSessionStore.load` turns into a :class:`CorruptRow`.
+    """
     try:
         session_id = uuid.UUID(_text(values, "session_id"))
         permission = Permission(_text(values, "permission"))

@@ -118,14 +118,15 @@ class Ticket:
                 f"this is a version {signed[0]} ticket; this AetherFlow reads version {TICKET_VERSION}"
                 " (upgrade to read newer tickets)"
             )
-        return _body_untrusted(signed[1:])
+        return _parse_body(signed[1:])
 
 
 def _checksum(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()[:CHECKSUM_LENGTH]
 
 
-def _body_untrusted(body: bytes) -> Ticket:
+def _parse_body(body: bytes) -> Ticket:
+    """The msgpack body of a ticket; raises InvalidTicket, and only that, if it is not a ticket's."""
     try:
         fields: Any = msgpack.unpackb(
             body, raw=False, strict_map_key=True, max_bin_len=1024, max_str_len=8192

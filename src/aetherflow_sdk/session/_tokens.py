@@ -139,7 +139,8 @@ def _fail(reason: AuthReason, message: str) -> AuthError:
     return AuthError(message, reason=reason.value)
 
 
-def _b64url_json_untrusted(segment: str, what: str) -> dict[str, Any]:
+def _decode_json_segment(segment: str, what: str) -> dict[str, Any]:
+    """One base64url JSON object of a token; raises AuthError(malformed), and only that, if it is not."""
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         value = json.loads(raw)
@@ -247,13 +248,13 @@ class TokenVerifier:
         parts = token.split(".")
         if len(parts) != 3:
             raise _fail(AuthReason.MALFORMED, f"a token has 3 dot-separated parts, this one has {len(parts)}")
-        header = _b64url_json_untrusted(parts[0], "header")
+        header = _decode_json_segment(parts[0], "header")
         if header.get("alg") != ALGORITHM:
             raise _fail(
                 AuthReason.BAD_SIGNATURE,
                 f"token is signed with {header.get('alg')!r}; only EdDSA is accepted",
             )
-        payload = _b64url_json_untrusted(parts[1], "payload")
+        payload = _decode_json_segment(parts[1], "payload")
         issuer = _node_id_claim(payload, "iss")
         wanted = document
         claimed_document = _text_claim(payload, "doc")
