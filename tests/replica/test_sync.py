@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aetherflow_sdk import LocalProtocolError
 from aetherflow_sdk.replica import Replica, SyncProtocol
-from aetherflow_sdk.replica._awareness import MAX_CLOCK
+from aetherflow_sdk.replica._awareness import MAX_CLOCK, Awareness
 from aetherflow_sdk.replica._wire import (
     AwarenessEntry,
     encode_awareness,
@@ -405,3 +405,23 @@ def test_any_awareness_entries_leave_us_able_to_send(
     protocol.set_presence(name="ada", color="#000", now=100.0)
     protocol.messages_for("peer", 200.0)
     encode_awareness(protocol.awareness.entries())
+
+
+def test_awareness_metadata_stays_bounded_under_a_flood_of_client_ids() -> None:
+    """Null states for unknown clients are not remembered; removed and expired clients are forgotten."""
+    awareness = Awareness(1, now=0.0, timeout=30.0)
+    nulls = tuple(AwarenessEntry(client_id=c, clock=5, state=None) for c in range(2, 10_002))
+    assert awareness.apply_entries(nulls, 1.0).changed == ()
+    assert len(awareness._meta) == 1
+    states = tuple(AwarenessEntry(client_id=c, clock=1, state={"a": 1}) for c in range(2, 1_002))
+    awareness.apply_entries(states, 2.0)
+    leaving = tuple(AwarenessEntry(client_id=c, clock=2, state=None) for c in range(2, 502))
+    assert len(awareness.apply_entries(leaving, 3.0).removed) == 500
+    assert len(awareness.remove(list(range(502, 702))).removed) == 200
+    assert len(awareness._meta) == 1_001  # tombstones carry the clocks we still relay
+    deadline = awareness.next_deadline()
+    assert deadline is not None
+    awareness.handle_timer(deadline)
+    awareness.handle_timer(33.0)
+    assert awareness._meta.keys() == {1} and awareness.states == {}
+    assert awareness.next_deadline() is None

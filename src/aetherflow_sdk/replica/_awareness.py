@@ -108,6 +108,8 @@ class Awareness:
                     updated.append(client)
                 continue
             meta_or_none = self._meta.get(client)
+            if meta_or_none is None and entry.state is None:
+                continue  # removing a client we never held: nothing to remember
             current_clock = 0 if meta_or_none is None else meta_or_none.clock
             held = client in self._states
             if not (
@@ -132,6 +134,8 @@ class Awareness:
         for client in client_ids:
             if client != self.client_id and client in self._states:
                 del self._states[client]
+                # The clock stays as a tombstone (the null entry we relay carries it)
+                # until handle_timer() forgets it when the state would have expired.
                 removed.append(client)
         return AwarenessChange(removed=tuple(removed))
 
@@ -140,9 +144,9 @@ class Awareness:
         deadlines = []
         if self.local_state is not None:
             deadlines.append(self._meta[self.client_id].last_updated + self.timeout / 2)
-        for client in self._states:
+        for client, meta in self._meta.items():
             if client != self.client_id:
-                deadlines.append(self._meta[client].last_updated + self.timeout)
+                deadlines.append(meta.last_updated + self.timeout)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> tuple[AwarenessChange, bool]:
@@ -154,6 +158,14 @@ class Awareness:
         ]
         for client in expired:
             del self._states[client]
+        # Forget expired states' clocks and the tombstones of removed clients, so
+        # clients that come and go (or a flood of IDs) do not grow _meta for ever.
+        for client in [
+            c
+            for c, meta in self._meta.items()
+            if c != self.client_id and c not in self._states and now >= meta.last_updated + self.timeout
+        ]:
+            del self._meta[client]
         renewed = False
         local = self.local_state
         if local is not None and now >= self._meta[self.client_id].last_updated + self.timeout / 2:
