@@ -21,6 +21,7 @@ from aetherflow_sdk.quantum._fec import (
     RecoveredPacket,
     parity_count,
     parity_for_loss,
+    parity_loss_thresholds,
 )
 
 # A shard as the connection would see it: ("data", index, packet number, plaintext)
@@ -382,6 +383,16 @@ def test_parity_for_loss_follows_the_binomial_tail() -> None:
     assert [parity_for_loss(p) for p in (0.0, 0.005, 0.01, 0.02, 0.04, 0.05, 0.10, 0.5)] == [
         1, 1, 1, 2, 2, 3, 3, 3,
     ]
+
+
+def test_the_per_ack_loss_bands_give_the_same_parity_as_the_binomial_tail() -> None:
+    seed = 7
+    rng = random.Random(seed)
+    thresholds = parity_loss_thresholds()
+    edges = [t + d for t in thresholds for d in (-1e-12, 0.0, 1e-12)]
+    for loss in [rng.random() * 0.2 for _ in range(2000)] + edges:
+        banded = 1 + sum(loss > t for t in thresholds)
+        assert banded == parity_for_loss(loss), f"seed={seed} loss={loss!r}"
 
 
 def test_a_full_group_sends_only_max_parity_and_still_repairs_that_many_losses() -> None:

@@ -41,6 +41,7 @@ threshold, with hysteresis) and counts wire bytes against application bytes.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections import OrderedDict, deque
@@ -115,6 +116,25 @@ def parity_for_loss(
         if 1.0 - fewer <= UNREPAIRED_TARGET:
             return m
     return parity_shards
+
+
+@functools.cache
+def parity_loss_thresholds(
+    data_shards: int = DATA_SHARDS, parity_shards: int = PARITY_SHARDS
+) -> tuple[float, ...]:
+    """``parity_for_loss`` as loss bands, for a per-ACK caller: entry m - 1 is the highest loss
+    that needs at most m parity packets, so ``1 + sum(loss > t for t in thresholds)`` equals
+    ``parity_for_loss(loss)`` (which grows with the loss). Found once by bisection."""
+    thresholds = []
+    for m in range(1, parity_shards):
+        low, high = 0.0, 1.0  # parity_for_loss(low) <= m < parity_for_loss(high)
+        while (mid := (low + high) / 2) not in (low, high):
+            if parity_for_loss(mid, data_shards, parity_shards) <= m:
+                low = mid
+            else:
+                high = mid
+        thresholds.append(low)
+    return tuple(thresholds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,9 +671,11 @@ class FecPolicy:
         lost = sum(b[2] for b in self._buckets)
         return lost / sent if sent else 0.0
 
-    def update(self, now: float) -> bool:
-        """Re-evaluate (call now and then, e.g. on each ACK); returns ``enabled``."""
-        self._update(now)
+    def update(self, now: float, loss_rate: float | None = None) -> bool:
+        """Re-evaluate (call now and then, e.g. on each ACK); returns ``enabled``.
+
+        ``loss_rate``: the caller's ``loss_rate(now)``, if it has it, so as not to sum again."""
+        self._update(now, loss_rate)
         return self._enabled
 
     def statistics(self, now: float) -> FecPolicyStatistics:
@@ -675,8 +697,8 @@ class FecPolicy:
         while self._buckets and self._buckets[0][0] + _BUCKET <= now - self.window:
             self._buckets.popleft()
 
-    def _update(self, now: float) -> None:
-        rate = self.loss_rate(now)
+    def _update(self, now: float, loss_rate: float | None = None) -> None:
+        rate = self.loss_rate(now) if loss_rate is None else loss_rate
         if self._changed_at is None:
             self._changed_at = now
         if not self._enabled:

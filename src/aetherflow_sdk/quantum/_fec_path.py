@@ -57,7 +57,7 @@ from aetherflow_sdk.quantum._fec import (
     FecPolicy,
     ParityShard,
     RecoveredPacket,
-    parity_for_loss,
+    parity_loss_thresholds,
 )
 from aetherflow_sdk.quantum._recovery import FEC_GUARD_PENDING, SentPacket
 
@@ -78,6 +78,7 @@ class FecPath:
         self.peer_can_decode = False
         self.encoder = FecEncoder()
         self.policy = FecPolicy(enabled=mode == "on")
+        self._parity_thresholds = parity_loss_thresholds()
         self.decoder: FecDecoder | None = FecDecoder() if self.can_decode else None
         self._parity: deque[ParityShard] = deque()
         # Protected packets whose group's parity has not all been sent: group id -> packets.
@@ -99,9 +100,7 @@ class FecPath:
         "on" means always: the policy still measures the loss (it sizes the groups' parity),
         but only "auto" lets it switch protection off.
         """
-        return self.peer_can_decode and (
-            self.mode == "on" or (self.mode == "auto" and self.policy.enabled)
-        )
+        return self.peer_can_decode and (self.mode == "on" or (self.mode == "auto" and self.policy.enabled))
 
     def protect(
         self, packet_number: int, plaintext: bytes, smoothed_rtt: float, now: float
@@ -164,13 +163,16 @@ class FecPath:
             self.peer_recovered = total
 
     def update(self, now: float) -> None:
-        """Re-evaluate the policy (on every ACK)."""
+        """Re-evaluate the policy and the groups' parity (on every ACK, so kept cheap)."""
+        if not self.peer_can_decode or self.mode == "off":
+            return  # no parity ever goes out in this direction
         loss = self.policy.loss_rate(now)
         if self.mode == "auto":
-            self.policy.update(now)
-            # Send only the parity the measured loss calls for (10+1 at 1 %, 10+2 at 2 %,
-            # the full 10+3 from ~4 %): parity is bandwidth taken from the data.
-            self.encoder.max_parity = parity_for_loss(loss)
+            self.policy.update(now, loss)
+            # Send only the parity the measured loss calls for (10+1 up to 1.05 %, 10+2 up to
+            # 4.9 %, the full 10+3 above: ``parity_loss_thresholds``): parity is bandwidth
+            # taken from the data.
+            self.encoder.max_parity = 1 + sum(loss > t for t in self._parity_thresholds)
         # A lone edit with one parity packet is lost with it 1 % of the time at 10 % loss
         # (the whole p99); a second parity packet makes that 0.1 % (``FecEncoder.min_parity``).
         self.encoder.min_parity = 2 if loss > HIGH_LOSS else 1
