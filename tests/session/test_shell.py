@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from aetherflow_sdk import AuthError, ConnectionClosed
-from aetherflow_sdk._channel import memory_channel_pair
+from aetherflow_sdk import AuthError, ClosedLocally, ConnectionClosed
+from aetherflow_sdk._channel import MemoryChannel, memory_channel_pair
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.session import (
     SessionChannel,
@@ -257,6 +257,47 @@ async def test_heartbeats_keep_a_session_alive_and_idle_then_expiry(
             assert server.manager.get(session_id) is None
             assert server.manager.statistics().expired == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_datagrams_are_activity_and_refused_after_close(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = _server()
+    failures: list[BaseException] = []
+    closed: list[BaseException] = []
+    states: list[SessionState] = []
+
+    async def datagram_echo(session: SessionChannel) -> None:
+        data = await session.receive_datagram()
+        live = server.manager.get(session.session_id)
+        assert live is not None
+        states.append(live.state)
+        session.send_datagram(b"echo:" + data)
+        await session.aclose()
+        with pytest.raises(ClosedLocally) as info:  # as receive() does, not whatever the link raises
+            await session.receive_datagram()
+        closed.append(info.value)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run_timers)
+            client_end, server_end = memory_channel_pair((CLIENT, SERVER))
+
+            async def like_quantum(self: MemoryChannel) -> bytes:  # hands out datagrams queued before close
+                return await self._receive_datagrams.receive()
+
+            monkeypatch.setattr(MemoryChannel, "receive_datagram", like_quantum)
+            nursery.start_soon(_serve_one, server, server_end, datagram_echo, failures)
+            async with open_session(client_end, document="doc", token=_token()) as session:
+                await trio.sleep(CONFIG.quiet_period + 1)  # heartbeats only: IDLE
+                live = server.manager.get(session.session_id)
+                assert live is not None and live.state is SessionState.IDLE
+                session.send_datagram(b"ping")
+                session.send_datagram(b"late")  # still queued when the server closes
+                assert await session.receive_datagram() == b"echo:ping"
+            nursery.cancel_scope.cancel()
+    assert states == [SessionState.ACTIVE]  # the datagram was activity: IDLE -> ACTIVE
+    assert len(closed) == 1 and failures == []
 
 
 async def test_silent_client_times_out(autojump_clock: trio.testing.MockClock) -> None:

@@ -218,9 +218,14 @@ class SessionChannel:
         self.raw.send_datagram(data)
 
     async def receive_datagram(self) -> bytes:
+        """Like :meth:`receive`: raises ClosedLocally once this side closed; a datagram is activity."""
+        if self._closed_locally:
+            raise ClosedLocally("receive_datagram() on a session this side closed")
         while True:
             data = await self.raw.receive_datagram()
             if not await self._deny_if_write(data):
+                if self._hooks is not None:
+                    self._hooks.activity()
                 return data
 
     async def aclose(self) -> None:
