@@ -7,7 +7,9 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -207,3 +209,40 @@ async def test_autoflush_group_commits_on_a_timer(tmp_path: Path) -> None:
             assert reader.text == replica.text
         replica.close()  # autoflush ends with the replica
     assert replica.closed
+
+
+async def test_reset_during_a_flush_does_not_write_the_old_history_back(tmp_path: Path) -> None:
+    """The commit of a flush that reset() overtook is discarded; wait_flushed() still returns."""
+    path = tmp_path / "docs.db"
+    replica = Replica.open(path, "notes")
+    store = replica._store
+    assert store is not None
+    replica.seed("old seed text")
+    replica.insert(0, "more ")
+    entered, release = threading.Event(), threading.Event()
+    real_commit = store.commit
+
+    def gated_commit(*args: Any, **kwargs: Any) -> None:
+        entered.set()
+        release.wait(10)
+        real_commit(*args, **kwargs)
+
+    store.commit = gated_commit  # type: ignore[method-assign]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(replica.flush)
+            await anyio.to_thread.run_sync(entered.wait, 10)  # flush took _pending, commit not run yet
+            replica.insert(0, "dropped ")
+            tg.start_soon(replica.wait_flushed)
+            await anyio.sleep(0)
+            replica.reset()  # the "adopt" path: clear wins the store lock
+            release.set()
+        store.commit = real_commit  # type: ignore[method-assign]
+        replica.insert(0, "new")
+        await replica.flush()
+        await replica.wait_flushed()
+    assert replica.statistics().unflushed_updates == 0
+    replica.close()
+    again = Replica.open(path, "notes")
+    assert again.text == "new"
+    again.close()

@@ -24,6 +24,7 @@ know (remote updates, undo/redo, seeding). Local edits' deltas are ours.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Iterator
@@ -611,8 +612,12 @@ class Replica:
         self._check_not_in_batch("reset()")
         old_length = self._len
         self._doc.unobserve(self._doc_subscription)
-        self._queued_total -= len(self._pending)  # dropped, never to be written
+        # Dropped, never to be written: settled for wait_flushed(), like a commit.
+        self._durable_total += len(self._pending)
         self._pending.clear()
+        if self._durable_changed is not None:
+            self._durable_changed.set()
+            self._durable_changed = None
         self._seed_client = None
         self._seed_clock = 0
         if self._store is not None:
@@ -637,23 +642,29 @@ class Replica:
         if self._flush_lock is None:
             self._flush_lock = anyio.Lock()
         async with self._flush_lock:
-            pending, self._pending = self._pending, []
-            if not pending:
+            taken, self._pending = self._pending, []
+            if not taken:
                 return
-            covered = self._durable_total + len(pending)
-            if len(pending) > 1:
-                # One row per group commit, however many transactions it holds.
-                pending = [bytes(merge_updates(*pending))]
+            # reset() may clear the store while we commit: the generation makes the
+            # store discard these rows then, instead of writing the old history back.
+            generation = store.generation(self._doc_id)
+            # One row per group commit, however many transactions it holds.
+            pending = [bytes(merge_updates(*taken))] if len(taken) > 1 else taken
             snapshot = None
             if store.wants_compaction(self._doc_id, sum(len(u) for u in pending)):
                 # Taken together with `pending`, so it covers every row being written.
                 snapshot = bytes(self._doc.get_update())
             try:
-                await anyio.to_thread.run_sync(store.commit, self._doc_id, pending, snapshot)
+                await anyio.to_thread.run_sync(
+                    functools.partial(store.commit, self._doc_id, pending, snapshot, generation=generation)
+                )
             except BaseException:
-                self._pending[:0] = pending
+                if generation == store.generation(self._doc_id):
+                    self._pending[:0] = taken
+                else:
+                    self._durable_total += len(taken)  # dropped by reset(): settled
                 raise
-            self._durable_total = covered
+            self._durable_total += len(taken)
             if self._durable_changed is not None:
                 self._durable_changed.set()
                 self._durable_changed = None

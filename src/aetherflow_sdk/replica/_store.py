@@ -93,6 +93,8 @@ class SqliteStore:
         self.compact_max_rows = compact_max_rows
         self._lock = threading.Lock()
         self._counters: dict[str, _Counters] = {}
+        # Bumped by clear(): a commit prepared before a clear must not write old rows back.
+        self._generations: dict[str, int] = {}
         self._closed = False
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so that appending
@@ -242,10 +244,22 @@ class SqliteStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def commit(self, doc_id: str, updates: list[bytes], snapshot: bytes | None) -> None:
-        """Append ``updates`` durably; with ``snapshot`` (the full document), also compact. Blocking."""
+    def generation(self, doc_id: str) -> int:
+        """How many times ``doc_id`` was cleared; pass it to :meth:`commit` with what was read."""
+        return self._generations.get(doc_id, 0)
+
+    def commit(
+        self, doc_id: str, updates: list[bytes], snapshot: bytes | None, *, generation: int | None = None
+    ) -> None:
+        """Append ``updates`` durably; with ``snapshot`` (the full document), also compact. Blocking.
+
+        With ``generation`` (from :meth:`generation`), nothing is written if ``doc_id``
+        was cleared since: those updates belong to the history the clear dropped.
+        """
         with self._lock:
             self._check_open()
+            if generation is not None and generation != self.generation(doc_id):
+                return
             try:
                 self._commit(doc_id, updates, snapshot)
             except sqlite3.Error as exc:
@@ -307,6 +321,7 @@ class SqliteStore:
                 conn.execute(f"DELETE FROM {table} WHERE doc_id = ?", (doc_id,))
             conn.execute("COMMIT")
             self._counters[doc_id] = _Counters()
+            self._generations[doc_id] = self.generation(doc_id) + 1
 
     def document_ids(self) -> list[str]:
         """Every document with stored data."""
