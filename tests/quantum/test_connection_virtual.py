@@ -325,3 +325,22 @@ def test_a_lost_close_is_answered_again_so_the_peer_learns_of_it_quickly() -> No
     assert dropped, "the test did not drop the CLOSE"
     assert isinstance(server.error, quantum_errors().ClosedByPeer)
     assert net.now - start < 5, "the peer waited for its idle timeout instead of hearing the CLOSE again"
+
+
+def _rebind_once(seed: int) -> tuple[bytes, bytes, bytes | None]:
+    net = VirtualNetwork(seed, LinkProfile(delay=0.01))
+    client_ep, _server_ep, client, server = _pair(net)
+    rebound = ("10.0.0.1", 40123)
+    net.endpoints[rebound] = net.endpoints.pop(A)
+    client.send_message(b"from the new port")
+    client_ep.mark_dirty(client)
+    net.run_until(lambda: server.receive_message() is not None, max_time=5)
+    assert server.statistics().path_migrations == 1, f"seed={seed}"
+    return client.local_cid, server.local_cid, server._path_challenge
+
+
+def test_a_seeded_run_replays_its_connection_ids_and_path_challenge() -> None:
+    """The sans-I/O core reads no clock and no OS randomness when given an rng."""
+    first = _rebind_once(12)
+    assert first[2] is not None
+    assert _rebind_once(12) == first

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -136,8 +137,11 @@ class QuantumConnection(PacketOutput):
         pinned_peer_id: bytes | None = None,
         initial: InitialMessage | None = None,
         rng: random.Random | None = None,
+        random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         self.config = config
+        # Unpredictable bytes (path-challenge tokens); seeded in virtual-network runs to replay.
+        self._random_bytes = random_bytes or os.urandom
         self.is_client = initial is None
         self.local_cid = local_cid
         self.peer_address = peer_address
@@ -574,7 +578,7 @@ class QuantumConnection(PacketOutput):
         self._path_validated = False
         self._path_bytes_received = size
         self._path_bytes_sent = 0
-        self._path_challenge = os.urandom(8)
+        self._path_challenge = self._random_bytes(8)
         self._path_challenge_pending = True
         self._stats.path_migrations += 1
         self._events.append(PathMigrated(address=address, validated=False))

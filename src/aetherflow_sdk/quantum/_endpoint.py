@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 
 from aetherflow_sdk._errors import ClosedLocally, ConnectionClosed, LocalProtocolError
 from aetherflow_sdk._identity import Identity
+from aetherflow_sdk._uuid7 import uuid7
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
@@ -472,7 +473,12 @@ async def open_endpoint(
             sock.bind(local_address)
         except OSError as exc:
             raise LocalProtocolError(f"cannot bind UDP {host}:{local_address[1]}: {exc.strerror}") from None
-        core = EndpointCore(identity=identity, config=config, accept_connections=accept)
+        core = EndpointCore(
+            identity=identity,
+            config=config,
+            accept_connections=accept,
+            cid_factory=lambda: uuid7().bytes,  # the shell owns the clock: time-ordered IDs
+        )
         gso, gro = _enable_offload(sock)
         endpoint = Endpoint(sock, core, gso=gso, gro=gro)
         task_group: TaskGroup

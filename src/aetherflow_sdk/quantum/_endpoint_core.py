@@ -18,11 +18,10 @@ from typing import Final
 
 from aetherflow_sdk._errors import BadPacket
 from aetherflow_sdk._identity import Identity
-from aetherflow_sdk._uuid7 import uuid7
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
 from aetherflow_sdk.quantum._crypto import check_cookie, make_cookie
-from aetherflow_sdk.quantum._handshake import build_retry, parse_initial_untrusted
+from aetherflow_sdk.quantum._handshake import InitialMessage, build_retry, parse_initial_untrusted
 from aetherflow_sdk.quantum._stats import EndpointStatistics
 from aetherflow_sdk.quantum._wire import PacketType, parse_header_untrusted
 
@@ -30,12 +29,18 @@ MAX_STATELESS_QUEUE: Final = 1024  # RETRY answers waiting for the socket; more 
 MAX_CONNECTIONS: Final = 10_000  # a safety cap on live connections per endpoint
 
 
-def _new_cid() -> bytes:
-    return uuid7().bytes
+CID_LENGTH: Final = 16  # a connection ID is 16 bytes (docs/protocol.md)
 
 
 class EndpointCore:
-    """All connections of one endpoint, plus the stateless handshake gate."""
+    """All connections of one endpoint, plus the stateless handshake gate.
+
+    ``cid_factory`` makes each new connection's 16-byte ID. The core reads no clock, so its
+    default is 16 random bytes: from ``rng`` when given (a seeded virtual run replays exactly),
+    else from ``os.urandom``. The async shell injects time-ordered UUIDv7 IDs
+    (``uuid7().bytes``), which it may, since it owns the clock. ``rng`` also seeds each
+    connection's own random choices (BBR's phase, path-challenge tokens).
+    """
 
     def __init__(
         self,
@@ -44,7 +49,7 @@ class EndpointCore:
         config: QuantumConfig,
         accept_connections: bool = True,
         cookie_secret: bytes | None = None,
-        cid_factory: Callable[[], bytes] = _new_cid,
+        cid_factory: Callable[[], bytes] | None = None,
         max_connections: int = MAX_CONNECTIONS,
         rng: random.Random | None = None,
     ) -> None:
@@ -52,7 +57,7 @@ class EndpointCore:
         self.config = config
         self.accept_connections = accept_connections
         self._cookie_secret = cookie_secret or os.urandom(32)
-        self._cid_factory = cid_factory
+        self._cid_factory = cid_factory or self._random_cid
         self._max_connections = max_connections
         # Randomness for the connections' choices (BBR's phase); seeded in virtual-network tests.
         self._rng = rng
@@ -76,16 +81,8 @@ class EndpointCore:
 
     def connect(self, address: Address, now: float, *, peer_id: bytes | None = None) -> QuantumConnection:
         """Start a client connection to ``address`` (``peer_id`` pins the server's identity)."""
-        cid = self._cid_factory()
-        connection = QuantumConnection(
-            config=self.config,
-            identity=self.identity,
-            local_cid=cid,
-            peer_address=address,
-            now=now,
-            pinned_peer_id=peer_id,
-            rng=self._connection_rng(),
-        )
+        connection = self._new_connection(address, now, pinned_peer_id=peer_id)
+        cid = connection.local_cid
         self.connections[cid] = connection
         self._dirty.add(cid)
         return connection
@@ -139,20 +136,12 @@ class EndpointCore:
         if not check_cookie(self._cookie_secret, initial.cookie, address, initial.binding, now):
             self._invalid_cookies += 1
             return None
-        cid = self._cid_factory()
         try:
-            connection = QuantumConnection(
-                config=self.config,
-                identity=self.identity,
-                local_cid=cid,
-                peer_address=address,
-                now=now,
-                initial=initial,
-                rng=self._connection_rng(),
-            )
+            connection = self._new_connection(address, now, initial=initial)
         except BadPacket:  # e.g. a low-order ephemeral key
             self._bad += 1
             return None
+        cid = connection.local_cid
         self.connections[cid] = connection
         self._by_client_cid[initial.client_cid] = connection
         self._client_cid_of[cid] = initial.client_cid
@@ -162,8 +151,31 @@ class EndpointCore:
         self._dirty.add(cid)
         return None
 
-    def _connection_rng(self) -> random.Random | None:
-        return None if self._rng is None else random.Random(self._rng.getrandbits(64))
+    def _new_connection(
+        self,
+        address: Address,
+        now: float,
+        *,
+        pinned_peer_id: bytes | None = None,
+        initial: InitialMessage | None = None,
+    ) -> QuantumConnection:
+        """A client connection (``initial`` None) or a server one; raises BadPacket only."""
+        cid = self._cid_factory()
+        rng = None if self._rng is None else random.Random(self._rng.getrandbits(64))
+        return QuantumConnection(
+            config=self.config,
+            identity=self.identity,
+            local_cid=cid,
+            peer_address=address,
+            now=now,
+            pinned_peer_id=pinned_peer_id,
+            initial=initial,
+            rng=rng,
+            random_bytes=None if rng is None else rng.randbytes,
+        )
+
+    def _random_cid(self) -> bytes:
+        return os.urandom(CID_LENGTH) if self._rng is None else self._rng.randbytes(CID_LENGTH)
 
     def _send_stateless(self, packet: bytes, address: Address) -> None:
         if len(self._stateless_out) < MAX_STATELESS_QUEUE:
