@@ -197,3 +197,22 @@ async def test_a_reconnecting_peer_replaces_its_old_channel(rng: random.Random) 
         await wait_until(lambda: b.text == "before after", 5, "new connection synced", sync_a, sync_b)
         assert sync_a.protocol.statistics().peers == 1
         tg.cancel_scope.cancel()
+
+
+async def test_default_clock_is_the_event_loop_clock(autojump_clock: object, rng: random.Random) -> None:
+    """On trio's virtual clock, a silent peer's presence expires after the (virtual) timeout."""
+    a, b = make_replica(rng), make_replica(rng)
+    left, right = memory_channel_pair()
+    # a renews only every 500 s, so for b it goes silent after announcing itself once.
+    async with (
+        ReplicaSync(a, awareness_timeout=1000.0) as sync_a,
+        ReplicaSync(b, awareness_timeout=30.0) as sync_b,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(sync_a.serve, left)
+        tg.start_soon(sync_b.serve, right)
+        sync_a.set_presence(name="ada", color="#30bced")
+        await wait_until(lambda: bool(sync_b.presence()), 5, "b sees a's presence", sync_a, sync_b)
+        await anyio.sleep(60)  # virtual
+        assert not sync_b.presence()
+        tg.cancel_scope.cancel()

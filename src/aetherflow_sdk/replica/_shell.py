@@ -7,7 +7,6 @@ reads the clock, and wakes the per-peer senders when something changed.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal
@@ -44,7 +43,7 @@ class ReplicaSync:
         self,
         replica: Replica,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = anyio.current_time,
         awareness_timeout: float = DEFAULT_AWARENESS_TIMEOUT,
         presence_interval: float = DEFAULT_PRESENCE_INTERVAL,
         presence_as_datagrams: bool = False,
