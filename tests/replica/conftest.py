@@ -64,8 +64,8 @@ class VirtualNet:
         return protocol
 
     def connect(self, a: Hashable, b: Hashable, *, a_trusts_b: bool = True, b_trusts_a: bool = True) -> None:
-        self.nodes[a].add_peer(b, can_write=a_trusts_b, now=self.now)
-        self.nodes[b].add_peer(a, can_write=b_trusts_a, now=self.now)
+        self.nodes[a].add_peer(b, can_write=a_trusts_b)
+        self.nodes[b].add_peer(a, can_write=b_trusts_a)
         self.in_flight[(a, b)] = []
         self.in_flight[(b, a)] = []
 
@@ -76,8 +76,8 @@ class VirtualNet:
     def disconnect(self, a: Hashable, b: Hashable) -> None:
         """Drop the link; whatever was in flight is lost (the connection died)."""
         self.collect()
-        self.nodes[a].remove_peer(b, self.now)
-        self.nodes[b].remove_peer(a, self.now)
+        self.nodes[a].remove_peer(b)
+        self.nodes[b].remove_peer(a)
         del self.in_flight[(a, b)]
         del self.in_flight[(b, a)]
 

@@ -61,7 +61,7 @@ def test_shuffled_delivery_through_the_protocol_matches_causal_delivery(rng: ran
         updates, expected = two_writer_history(rng)
         receiver = make_replica(rng)
         protocol = SyncProtocol(receiver, now=0.0)
-        protocol.add_peer("sender", now=0.0)
+        protocol.add_peer("sender")
         protocol.receive_message("sender", b"\x00\x00\x01\x00", 0.0)  # the sender's step 1: synced
         order = updates[:]
         rng.shuffle(order)
@@ -86,7 +86,7 @@ def test_overflowing_buffer_asks_the_peer_again(rng: random.Random, monkeypatch:
         updates.append(source.encode_update(before))
     receiver = make_replica(rng)
     protocol = SyncProtocol(receiver, now=0.0)
-    protocol.add_peer("p", now=0.0)
+    protocol.add_peer("p")
     protocol.messages_for("p", 0.0)
     protocol.receive_message("p", b"\x00\x00\x01\x00", 0.0)
     protocol.messages_for("p", 0.0)

@@ -214,7 +214,7 @@ def test_malformed_input_is_counted_not_raised(rng: random.Random) -> None:
     with pytest.raises(LocalProtocolError, match="unknown peer"):
         protocol.receive_message("nobody", b"", net.now)
     with pytest.raises(LocalProtocolError, match="already attached"):
-        protocol.add_peer("b", now=net.now)
+        protocol.add_peer("b")
 
 
 def test_offline_edits_merge_on_reconnect(rng: random.Random) -> None:
@@ -336,7 +336,7 @@ def test_random_bytes_never_raise_from_receive_message(messages: list[bytes]) ->
     replica = Replica("d", client_id=1)
     replica.insert(0, "keep me")
     protocol = SyncProtocol(replica, now=0.0)
-    protocol.add_peer("peer", now=0.0)
+    protocol.add_peer("peer")
     for data in messages:
         for prefix in (b"", b"\x00\x02", b"\x00\x00", b"\x01"):
             protocol.receive_message("peer", prefix + data, 0.0)
@@ -368,7 +368,7 @@ def test_own_client_at_the_maximum_clock_is_dropped_not_fatal() -> None:
     """A peer relaying our client at clock 2**53-1 must not push our clock past what encodes."""
     replica = Replica("d", client_id=1)
     protocol = SyncProtocol(replica, now=0.0)
-    protocol.add_peer("evil", now=0.0)
+    protocol.add_peer("evil")
     protocol.set_presence(name="ada", color="#fff", now=0.5)
     protocol.messages_for("evil", 0.5)
     evil = encode_awareness([AwarenessEntry(client_id=1, clock=MAX_CLOCK, state={"user": {}})])
@@ -396,7 +396,7 @@ def test_any_awareness_entries_leave_us_able_to_send(
     """Whatever clocks peers announce (ours included), our presence still encodes."""
     replica = Replica("d", client_id=1)
     protocol = SyncProtocol(replica, now=0.0)
-    protocol.add_peer("peer", now=0.0)
+    protocol.add_peer("peer")
     protocol.set_presence(name="ada", color="#fff", now=0.0)
     for step, (client, clock, state) in enumerate(raw):
         entry = AwarenessEntry(client_id=client, clock=clock, state=state)

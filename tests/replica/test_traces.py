@@ -57,8 +57,8 @@ def test_friendsforever_concurrent_replay_through_the_sync_protocol(rng: random.
     low, high = sorted(rng.sample(range(1, 1 << 32), 2))
     replicas = [Replica("ff", client_id=low), Replica("ff", client_id=high)]
     protocols = [SyncProtocol(r, now=0.0) for r in replicas]
-    protocols[0].add_peer(1, now=0.0)
-    protocols[1].add_peer(0, now=0.0)
+    protocols[0].add_peer(1)
+    protocols[1].add_peer(0)
     for _ in range(4):  # the step 1 / step 2 handshake, both ways
         for me, peer in ((0, 1), (1, 0)):
             for out in protocols[me].messages_for(peer, 0.0):

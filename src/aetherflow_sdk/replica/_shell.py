@@ -138,7 +138,7 @@ class ReplicaSync:
         if peer in self._channels:
             self._scopes[peer].cancel()
             self._forget(peer)
-        self.protocol.add_peer(peer, can_write=can_write, now=self._clock())
+        self.protocol.add_peer(peer, can_write=can_write)
         self._channels[peer] = channel
         try:
             with anyio.CancelScope() as scope:
@@ -155,7 +155,7 @@ class ReplicaSync:
         self._scopes.pop(peer, None)
         self._channels.pop(peer, None)
         self._wakers.pop(peer, None)
-        self.protocol.remove_peer(peer, self._clock())
+        self.protocol.remove_peer(peer)
         self._wake_all()
 
     async def _receive_loop(

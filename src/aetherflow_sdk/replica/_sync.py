@@ -219,7 +219,7 @@ class SyncProtocol:
 
     # -- peers ----------------------------------------------------------------------------
 
-    def add_peer(self, peer: PeerKey, *, can_write: bool = True, now: float) -> None:
+    def add_peer(self, peer: PeerKey, *, can_write: bool = True) -> None:
         """A channel to ``peer`` is up: queue step 1 and our presence."""
         if peer in self._peers:
             raise LocalProtocolError(f"peer {peer!r} is already attached")
@@ -232,7 +232,7 @@ class SyncProtocol:
         if entries:
             state.control.append(Outgoing(data=encode_awareness(entries), kind="unordered"))
 
-    def remove_peer(self, peer: PeerKey, now: float) -> AwarenessChange:
+    def remove_peer(self, peer: PeerKey) -> AwarenessChange:
         """The channel to ``peer`` is gone: forget it and the presence that came through it."""
         state = self._peers.pop(peer, None)
         if state is None:
