@@ -152,6 +152,7 @@ def test_the_group_timer_protects_a_single_edit() -> None:
     assert server.statistics().fec_recovered_packets == 1
     assert after.packets_retransmitted == before.packets_retransmitted
     assert after.parity_packets_sent == before.parity_packets_sent + 1  # k=1 -> one parity
+    assert server.statistics().parity_packets_received == after.parity_packets_sent
     # The parity left about srtt/4 after the edit, and took one one-way delay: no round trip.
     bound = before.smoothed_rtt / 4 + net.profile.delay + 0.005
     assert took <= bound, f"took {took * 1000:.1f} ms, bound {bound * 1000:.1f} ms"

@@ -365,11 +365,11 @@ class QuantumConnection(PacketOutput):
             if ptype is PacketType.DATA or ptype is PacketType.PARITY:
                 self._receive_data(data, header, address, now)
             elif ptype is PacketType.SERVER_HELLO and self._client_hs is not None:
-                self._receive_server_hello(data, address, now)
+                self._receive_server_hello(data, now)
             elif ptype is PacketType.RETRY and self._client_hs is not None:
                 self._receive_retry(data, now)
             elif ptype is PacketType.CLIENT_FINISH and self._server_hs is not None:
-                self._receive_client_finish(data, address, now)
+                self._receive_client_finish(data, now)
             elif ptype is PacketType.INITIAL and self._server_hs is not None:
                 # The client did not get our SERVER_HELLO: send it again (its address is validated).
                 if self.state is ConnectionState.HELLO_SENT:
@@ -389,7 +389,7 @@ class QuantumConnection(PacketOutput):
         self._handshake_sends = 0
         self._queue_handshake(self._client_hs.initial_packet(), now)
 
-    def _receive_server_hello(self, data: bytes, address: Address, now: float) -> None:
+    def _receive_server_hello(self, data: bytes, now: float) -> None:
         assert self._client_hs is not None
         if self.state is not ConnectionState.INITIAL_SENT:
             # Our FINISH was lost: the server is resending its hello. Resend FINISH.
@@ -413,7 +413,7 @@ class QuantumConnection(PacketOutput):
         assert self._client_hs.finish_packet is not None
         self._queue_handshake(self._client_hs.finish_packet, now)
 
-    def _receive_client_finish(self, data: bytes, address: Address, now: float) -> None:
+    def _receive_client_finish(self, data: bytes, now: float) -> None:
         assert self._server_hs is not None
         if self.state is not ConnectionState.HELLO_SENT:
             raise BadPacket("CLIENT_FINISH after the handshake completed")
@@ -475,7 +475,7 @@ class QuantumConnection(PacketOutput):
             self._record_received(pn, now)
             self._last_received = now
             self._stats.parity_received += 1
-            self._on_path(address, pn, len(data), now)
+            self._on_path(address, pn, len(data))
             # Not ack-eliciting, but counted in flight by the sender: acknowledge it within
             # max_ack_delay so the sender's window does not wait on it (docs/bbr-fec.md).
             self._ack_info_pending = True
@@ -493,7 +493,6 @@ class QuantumConnection(PacketOutput):
             if rpn < self._replay_floor or rpn in self._received:
                 continue  # arrived meanwhile (or is a replay): nothing to rebuild
             self._fec.recovered += 1
-            self._stats.fec_recovered += 1
             self._process_packet(rpn, packet.plaintext, now, None, 0)
 
     def _process_packet(
@@ -510,7 +509,7 @@ class QuantumConnection(PacketOutput):
         self._last_received = now
         self._stats.packets_received += 1
         if address is not None:
-            self._on_path(address, pn, size, now)
+            self._on_path(address, pn, size)
         if self.state is ConnectionState.CONFIRMING:
             # Only a server that accepted our FINISH has session keys to send DATA with.
             self._set_state(ConnectionEvent.CONFIRMED)
@@ -566,7 +565,7 @@ class QuantumConnection(PacketOutput):
             self._schedule_ack(pn, now)
         self._maybe_finish_shutdown(now)
 
-    def _on_path(self, address: Address, pn: int, size: int, now: float) -> None:
+    def _on_path(self, address: Address, pn: int, size: int) -> None:
         if address == self.peer_address:
             self._path_bytes_received += size
             return
@@ -803,7 +802,8 @@ class QuantumConnection(PacketOutput):
             fec_groups_sent=self._fec.encoder.statistics().groups,
             parity_packets_sent=self._fec.parity_packets_sent,
             parity_bytes_sent=self._fec.parity_bytes_sent,
-            fec_recovered_packets=s.fec_recovered,
+            parity_packets_received=s.parity_received,
+            fec_recovered_packets=self._fec.recovered,
             fec_peer_recovered_packets=self._fec.peer_recovered,
             bad_packets=s.bad_packets,
             replayed_packets=s.replayed_packets,

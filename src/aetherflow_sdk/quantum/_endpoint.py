@@ -31,7 +31,7 @@ from aetherflow_sdk._uuid7 import uuid7
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
-from aetherflow_sdk.quantum._states import CAN_SEND_DATA, OPEN, ConnectionState
+from aetherflow_sdk.quantum._states import CAN_SEND_DATA, HANDSHAKING, OPEN
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
 RECEIVE_BATCH: Final = 256  # datagrams drained per wake-up before timers and output get a turn
@@ -147,7 +147,7 @@ class Endpoint:
         connection = self._wrap(core_connection)
         self._after_app_action(core_connection)  # sends INITIAL and wakes the task for its timers
         while not core_connection.is_established:
-            if core_connection.state not in (ConnectionState.INITIAL_SENT, ConnectionState.HELLO_SENT):
+            if core_connection.state not in HANDSHAKING:
                 raise connection._error()
             await self._wait_change()
         return connection
@@ -425,11 +425,7 @@ class Connection:
         core = self._core
         core.close(anyio.current_time())
         self._endpoint._after_app_action(core)
-        while core.state in (
-            ConnectionState.SHUTTING_DOWN,
-            ConnectionState.CONFIRMING,
-            ConnectionState.ESTABLISHED,
-        ):
+        while core.state in CAN_SEND_DATA:
             await self._endpoint._wait_change()
         await anyio.lowlevel.checkpoint()
 

@@ -150,6 +150,9 @@ class ParityShard:
     """The group it protects (header ``fec_group``, u32)."""
     index: int
     """Header ``fec_index``: ``data_shards + j`` for the j-th parity shard (10, 11, 12 for 10+3)."""
+    parity_count: int
+    """Parity shards of its group (also payload byte 1): the last one has index
+    ``data_shards + parity_count - 1``."""
     payload: bytes
     """``u8 k | u8 parity_count | u16 block_length | block``."""
 
@@ -380,7 +383,9 @@ class FecEncoder:
         for j, block in enumerate(parity):
             payload = header + bytes(block)
             self._ready.append(
-                ParityShard(group_id=self._group_id, index=self.data_shards + j, payload=payload)
+                ParityShard(
+                    group_id=self._group_id, index=self.data_shards + j, parity_count=count, payload=payload
+                )
             )
             self._parity_bytes += len(payload)
         self._groups += 1

@@ -142,7 +142,7 @@ class FecPath:
             return
         for packet in packets:
             packet.fec_guard_pn, packet.fec_guard_time = packet_number, now
-        if shard.index - DATA_SHARDS + 1 >= shard.payload[1]:  # payload byte 1: the group's parity count
+        if shard.index - DATA_SHARDS + 1 >= shard.parity_count:
             del self._awaiting_parity[shard.group_id]
 
     def _release(self, group_id: int, packet_number: int, now: float) -> None:

@@ -55,8 +55,8 @@ from aetherflow_sdk.quantum._wire import (
     encode_blocked,
     encode_datagram,
     encode_fec_report,
+    encode_fragment_head,
     encode_max_data,
-    encode_message_head,
     encode_path_challenge,
     encode_path_response,
 )
@@ -318,16 +318,7 @@ class PacketOutput:
                 fragment = self._sender.next_fragment(budget - MESSAGE_FRAME_OVERHEAD)
                 if fragment is None:
                     break
-                parts.append(
-                    encode_message_head(
-                        fragment.ordered,
-                        fragment.sequence,
-                        fragment.flow_offset,
-                        fragment.message_length,
-                        fragment.offset,
-                        len(fragment.data),
-                    )
-                )
+                parts.append(encode_fragment_head(fragment))
                 parts.append(fragment.data)
                 budget -= MESSAGE_FRAME_OVERHEAD + len(fragment.data)
                 app_bytes += len(fragment.data)
@@ -416,16 +407,7 @@ class PacketOutput:
         payload = self.recovery.newest_payload()
         for item in payload or ():  # type: ignore[attr-defined]
             if isinstance(item, Fragment) and MESSAGE_FRAME_OVERHEAD + len(item.data) <= budget:
-                parts.append(
-                    encode_message_head(
-                        item.ordered,
-                        item.sequence,
-                        item.flow_offset,
-                        item.message_length,
-                        item.offset,
-                        len(item.data),
-                    )
-                )
+                parts.append(encode_fragment_head(item))
                 parts.append(item.data)
                 budget -= MESSAGE_FRAME_OVERHEAD + len(item.data)
                 retransmittable.append(item)

@@ -69,6 +69,8 @@ class ConnectionStatistics:
     """FEC PARITY packets sent (not in ``packets_sent``; their bytes are in ``bytes_sent``)."""
     parity_bytes_sent: int
     """Bytes on the wire of those PARITY packets."""
+    parity_packets_received: int
+    """Authenticated FEC PARITY packets received (not in ``packets_received``)."""
     fec_recovered_packets: int
     """The peer's packets this side rebuilt from parity (received, acknowledged, never retransmitted)."""
     fec_peer_recovered_packets: int
@@ -136,7 +138,6 @@ class ConnectionCounters:
     packets_retransmitted: int = 0
     tail_loss_probes: int = 0
     parity_received: int = 0
-    fec_recovered: int = 0
     bad_packets: int = 0
     replayed_packets: int = 0
     dropped_packets: int = 0

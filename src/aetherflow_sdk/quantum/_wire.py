@@ -258,12 +258,16 @@ def encode_ack(ranges: Sequence[range], ack_delay: float) -> bytes:
     return b"".join(parts)
 
 
-def encode_message_head(
-    frame_ordered: bool, sequence: int, flow_offset: int, message_length: int, offset: int, data_length: int
-) -> bytes:
-    """The fixed part of a MESSAGE frame; the fragment data follows it."""
+def encode_fragment_head(fragment: Fragment) -> bytes:
+    """The fixed part of ``fragment``'s MESSAGE frame; ``fragment.data`` follows it."""
     return _MESSAGE_FRAME_HEAD.pack(
-        _MESSAGE_TYPE, 1 if frame_ordered else 0, sequence, flow_offset, message_length, offset, data_length
+        _MESSAGE_TYPE,
+        1 if fragment.ordered else 0,
+        fragment.sequence,
+        fragment.flow_offset,
+        fragment.message_length,
+        fragment.offset,
+        len(fragment.data),
     )
 
 
