@@ -27,9 +27,10 @@ def _document(output: str, node: str) -> str:
 
 
 def test_demo_converges_and_prints_transport_statistics() -> None:
-    result = _aetherflow("demo", "--edits", "20")
+    result = _aetherflow("demo", "--edits", "20", "--seed", "20261126")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    assert "(--seed 20261126)" in out.splitlines()[0]  # any run can be replayed
     assert "Traceback" not in out + result.stderr
     ids = re.findall(r"node ([AB])  127\.0\.0\.1:\d+ +node ID ([a-z2-7]{10})\.\.", out)
     assert [name for name, _ in ids] == ["A", "B"], out

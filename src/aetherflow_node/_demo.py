@@ -279,7 +279,8 @@ async def _demo(out: _Output, data_dir: Path, edits: int, seed: int) -> None:
 
     rng = random.Random(seed)
     started = time.monotonic()
-    out("aetherflow demo: two nodes on loopback edit one document together")
+    # The seed first, always: a run that misbehaves in an unexpected way replays with --seed.
+    out(f"aetherflow demo: two nodes on loopback edit one document together (--seed {seed})")
     out()
     identity_a, identity_b = Identity.generate(), Identity.generate()
     async with (
