@@ -17,9 +17,12 @@ import attrs
 
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.quantum._config import QuantumConfig
+from aetherflow_sdk.quantum._connection import QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
 
 Address = tuple[str, int]
+Pair = tuple[EndpointCore, EndpointCore, QuantumConnection, QuantumConnection]
+"""(client endpoint, server endpoint, client connection, server connection)."""
 
 
 @attrs.define
@@ -140,3 +143,23 @@ class VirtualNetwork:
                 break
         if not condition():
             raise AssertionError(f"condition not reached by t={self.now - 1000.0:.3f}s (seed={self.seed})")
+
+
+def send_and_collect(net: VirtualNetwork, pair: Pair, payloads: list[bytes], max_time: float = 10) -> float:
+    """Queue ``payloads`` (unordered) client -> server, run until all arrived; the time it took."""
+    client_ep, server_ep, client, server = pair
+    for p in payloads:
+        client.send_message(p, ordered=False)
+    client_ep.mark_dirty(client)
+    start = net.now
+    got: list[bytes] = []
+
+    def collect() -> bool:
+        while (m := server.receive_message()) is not None:
+            got.append(m)
+            server_ep.mark_dirty(server)
+        return len(got) == len(payloads)
+
+    net.run_until(collect, max_time=max_time)
+    assert sorted(got) == sorted(payloads), f"seed={net.seed}"
+    return net.now - start

@@ -14,7 +14,7 @@ import trio
 import aetherflow_sdk
 from aetherflow_sdk import quantum
 from aetherflow_sdk._identity import Identity
-from aetherflow_sdk.quantum._endpoint import UDP_GRO
+from aetherflow_sdk.quantum._endpoint import UDP_GRO, UDP_SEGMENT
 
 LOOPBACK = ("127.0.0.1", 0)
 
@@ -168,22 +168,50 @@ def test_works_from_asyncio_too() -> None:
     assert anyio.run(main, backend="asyncio") == b"from asyncio"
 
 
+class _CountingSocket:
+    """Delegates to a real socket, counting segmented (GSO) sendmsg calls."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.segmented_sends = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def sendmsg(self, buffers: list[bytes], ancillary: list[tuple[int, int, bytes]], *args: object) -> int:
+        if any(level == socket.SOL_UDP and kind == UDP_SEGMENT for level, kind, _ in ancillary):
+            self.segmented_sends += 1
+        return self.real.sendmsg(buffers, ancillary, *args)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("offload", [True, False])
 async def test_bulk_with_and_without_udp_segmentation_offload(offload: bool) -> None:
     """GSO/GRO (Linux) batch datagrams per system call; without them every datagram goes alone."""
     payloads = [bytes([i % 251]) * (5000 + 37 * i) for i in range(200)]
     async with quantum.open_endpoint(LOOPBACK) as server, quantum.open_endpoint(LOOPBACK) as client:
+        if offload and not client._gso:
+            pytest.skip("UDP GSO is not available on this system")
         for endpoint in (server, client):
             endpoint._gso = endpoint._gso and offload
             endpoint._gro = endpoint._gro and offload
             if not offload:
                 endpoint._sock.setsockopt(socket.SOL_UDP, UDP_GRO, 0)
-        conn = await client.connect(server.local_address)
-        peer = await server.accept()
-        for payload in payloads:
-            await conn.send(payload)
-        for payload in payloads:
-            assert await peer.receive() == payload
+        real_socket = client._sock
+        counting = _CountingSocket(real_socket)
+        client._sock = counting  # type: ignore[assignment]
+        try:
+            conn = await client.connect(server.local_address)
+            peer = await server.accept()
+            for payload in payloads:
+                await conn.send(payload)
+            for payload in payloads:
+                assert await peer.receive() == payload
+        finally:
+            client._sock = real_socket
+        if offload:
+            assert client._gso and counting.segmented_sends >= 1, "the bulk never used GSO"
+        else:
+            assert counting.segmented_sends == 0
 
 
 async def test_gso_send_failure_falls_back_to_one_datagram_per_call() -> None:
@@ -199,13 +227,15 @@ async def test_gso_send_failure_falls_back_to_one_datagram_per_call() -> None:
 
         client._sock = NoGso()  # type: ignore[assignment]
         client._gso = True
-        conn = await client.connect(server.local_address)
-        peer = await server.accept()
-        payload = bytes(200_000)
-        await conn.send(payload)
-        assert await peer.receive() == payload
-        assert client._gso is False
-        client._sock = real_socket
+        try:
+            conn = await client.connect(server.local_address)
+            peer = await server.accept()
+            payload = bytes(200_000)
+            await conn.send(payload)
+            assert await peer.receive() == payload
+            assert client._gso is False
+        finally:
+            client._sock = real_socket
 
 
 @pytest.mark.parametrize("code", [errno.ENOBUFS, errno.EPERM, errno.EMSGSIZE, errno.ECONNREFUSED])

@@ -13,13 +13,9 @@ import attrs
 import pytest
 
 from aetherflow_sdk.quantum import QuantumConfig
-from aetherflow_sdk.quantum._connection import QuantumConnection
-from aetherflow_sdk.quantum._endpoint_core import EndpointCore
 from aetherflow_sdk.quantum._wire import HeaderFlags, PacketType, parse_header_untrusted
-from tests.quantum._vnet import LinkProfile, VirtualNetwork
+from tests.quantum._vnet import LinkProfile, Pair, VirtualNetwork, send_and_collect
 from tests.quantum.test_connection_virtual import A, B
-
-Pair = tuple[EndpointCore, EndpointCore, QuantumConnection, QuantumConnection]
 
 
 @attrs.define
@@ -75,25 +71,6 @@ def _warm_up(net: VirtualNetwork, pair: Pair) -> None:
     )
 
 
-def _send_and_collect(net: VirtualNetwork, pair: Pair, payloads: list[bytes], max_time: float = 10) -> float:
-    client_ep, server_ep, client, server = pair
-    for p in payloads:
-        client.send_message(p, ordered=False)
-    client_ep.mark_dirty(client)
-    start = net.now
-    got: list[bytes] = []
-
-    def collect() -> bool:
-        while (m := server.receive_message()) is not None:
-            got.append(m)
-            server_ep.mark_dirty(server)
-        return len(got) == len(payloads)
-
-    net.run_until(collect, max_time=max_time)
-    assert sorted(got) == sorted(payloads), f"seed={net.seed}"
-    return net.now - start
-
-
 ALWAYS = QuantumConfig(fec="on")
 THREE_OF_THIRTEEN = [frozenset(c) for c in itertools.combinations(range(13), 3)]
 
@@ -112,7 +89,7 @@ def test_any_three_of_thirteen_lost_are_repaired_without_retransmission(lost: fr
     before = client.statistics()
     dropper.armed = True
     payloads = [bytes([i]) * 1300 for i in range(10)]  # one full group: 10 data packets
-    _send_and_collect(net, pair, payloads)
+    send_and_collect(net, pair, payloads)
     after = client.statistics()
     data_lost = sum(1 for index, _ in dropper.dropped if index < 10)
     assert len(dropper.dropped) == 3
@@ -130,7 +107,7 @@ def test_four_lost_fall_back_to_ordinary_loss_recovery() -> None:
     _client_ep, _server_ep, client, server = pair
     before = client.statistics().packets_retransmitted
     dropper.armed = True
-    _send_and_collect(net, pair, [bytes([i]) * 1300 for i in range(10)])
+    send_and_collect(net, pair, [bytes([i]) * 1300 for i in range(10)])
     assert len(dropper.dropped) == 4
     assert server.statistics().fec_recovered_packets == 0
     assert client.statistics().packets_retransmitted - before >= 4
@@ -146,7 +123,7 @@ def test_the_group_timer_protects_a_single_edit() -> None:
     _client_ep, _server_ep, client, server = pair
     before = client.statistics()
     dropper.armed = True
-    took = _send_and_collect(net, pair, [b"e" * 200])
+    took = send_and_collect(net, pair, [b"e" * 200])
     after = client.statistics()
     assert dropper.dropped and dropper.dropped[0][0] == 0
     assert server.statistics().fec_recovered_packets == 1
@@ -191,7 +168,7 @@ def test_corrupt_parity_is_rejected_by_the_aead_before_any_decode(corrupt: Calla
     bad_before = server.statistics().bad_packets
     before = client.statistics()
     dropper.armed = True
-    _send_and_collect(net, pair, [b"e" * 200])
+    send_and_collect(net, pair, [b"e" * 200])
     assert [i for i, _ in dropper.dropped] == [0, 10]  # the edit lost, its parity corrupted
     assert server.statistics().bad_packets == bad_before + 1
     assert dropper.group not in seen, "the decoder saw the corrupt parity"
@@ -268,7 +245,7 @@ def _repair_ratio(workload: str, seed: int, loss: float = 0.02, fec: str = "auto
     net = VirtualNetwork(seed, LinkProfile(delay=0.020, drop_if=counter, rate_bytes_per_s=2.5e6))
     pair = _pair(net, QuantumConfig(fec=fec))
     if workload == "bulk":
-        _send_and_collect(net, pair, [bytes([i % 256]) * 20_000 for i in range(200)], max_time=120)
+        send_and_collect(net, pair, [bytes([i % 256]) * 20_000 for i in range(200)], max_time=120)
     else:
         _stream(net, pair, count=3000, size=200, interval=0.02)
     recovered = pair[3].statistics().fec_recovered_packets

@@ -7,7 +7,7 @@ import attrs
 from aetherflow_sdk.quantum import QuantumConfig
 from aetherflow_sdk.quantum._stats import ConnectionStatistics
 from aetherflow_sdk.quantum._wire import PacketType, parse_header_untrusted
-from tests.quantum._vnet import LinkProfile, VirtualNetwork
+from tests.quantum._vnet import LinkProfile, VirtualNetwork, send_and_collect
 from tests.quantum.test_connection_virtual import A, _pair
 
 
@@ -32,7 +32,7 @@ def _lose_the_tail(probes: int) -> tuple[float, ConnectionStatistics, QuantumCon
     drop = DropNth(5)
     net = VirtualNetwork(31, LinkProfile(delay=0.020, drop_if=drop))
     config = QuantumConfig(tail_loss_probes=probes)
-    client_ep, _server_ep, client, server = _pair(net, config)
+    pair = client_ep, _server_ep, client, server = _pair(net, config)
     for i in range(10):  # a few round trips first, so that SRTT and RTTVAR have settled
         client.send_message(b"%d" % i * 2000)
         client_ep.mark_dirty(client)
@@ -40,20 +40,9 @@ def _lose_the_tail(probes: int) -> tuple[float, ConnectionStatistics, QuantumCon
     net.run_until(lambda: client.statistics().bytes_in_flight == 0, max_time=5)
     drop.armed = True
     payloads = [bytes([i]) * 1300 for i in range(5)]  # one packet each; the 5th is lost
-    for p in payloads:
-        client.send_message(p, ordered=False)
-    client_ep.mark_dirty(client)
-    start = net.now
-    got: list[bytes] = []
-
-    def collect() -> bool:
-        while (m := server.receive_message()) is not None:
-            got.append(m)
-        return len(got) == 5
-
-    net.run_until(collect, max_time=10)
-    assert sorted(got) == payloads and drop.seen >= 5
-    return net.now - start, client.statistics(), config
+    took = send_and_collect(net, pair, payloads)
+    assert drop.seen >= 5
+    return took, client.statistics(), config
 
 
 def test_a_lost_tail_is_repaired_by_a_probe_not_an_rto() -> None:
