@@ -78,9 +78,10 @@ class QuantumConfig:
     adaptive thresholds). False keeps RFC 9002's fixed 3 packets and 9/8 RTT."""
 
     fec: str = attrs.field(default="auto")
-    """Forward error correction (Reed–Solomon 10+3, docs/bbr-fec.md): "auto" sends parity
-    in a direction while the loss measured on it exceeds 0.5 % (off again below 0.1 %
-    for 5 s); "on" always; "off" never, and this side does not offer to decode either.
+    """Forward error correction (Reed–Solomon over groups of 10 packets, docs/bbr-fec.md):
+    "auto" sends parity in a direction while the loss measured on it exceeds 0.5 % (off
+    again below 0.1 % for 5 s), sized to that loss (10+1, 10+2 or 10+3); "on" always, the
+    full 10+3; "off" never, and this side does not offer to decode either.
     Parity is sent only to a peer that announced it can decode."""
 
     fec_group_timeout_fraction: float = attrs.field(default=0.25, validator=_positive)

@@ -19,8 +19,9 @@ Parity count of a group of k data packets (``parity_count``)::
 so partial groups keep about the same 30 % overhead and never go unprotected. The
 sender may send more, up to ``parity_shards`` (``FecEncoder.min_parity``): on a very
 lossy path a lone edit and its single parity packet are both lost 1 % of the time at
-10 % loss, which is the whole p99; two parity packets make that 0.1 %. The decoder
-accepts any count from ``parity_count(k)`` to ``parity_shards``.
+10 % loss, which is the whole p99; two parity packets make that 0.1 %. It may also send
+fewer (``FecEncoder.max_parity``, sized to the measured loss). The decoder accepts any
+count from 1 to ``parity_shards``.
 
 Shards. Reed–Solomon (zfec) needs equal-length blocks, so each data packet of a
 group becomes the block ``u64 packet_number | u16 length | plaintext | zero padding``

@@ -11,7 +11,9 @@ The rules, in one place:
    direction's receiver announced it.
 2. **When.** "on": every ack-eliciting DATA packet is protected. "auto" (the
    default): only while ``FecPolicy`` says the loss measured on this direction is
-   worth 30 % more bytes (on above 0.5 %, off below 0.1 % for a whole 5 s window).
+   worth the parity (on above 0.5 %, off below 0.1 % for a whole 5 s window), and with
+   only the parity that loss needs: 10+1, 10+2 or 10+3 (``parity_for_loss``), 10 to 30 %
+   more bytes.
    "off": never, and this side does not decode either.
 3. **Send path.** A protected packet carries ``FEC_PROTECTED``, ``fec_group`` and
    ``fec_index`` in its (AEAD-authenticated) header. A group closes at 10 packets or
