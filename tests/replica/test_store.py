@@ -246,3 +246,26 @@ async def test_reset_during_a_flush_does_not_write_the_old_history_back(tmp_path
     again = Replica.open(path, "notes")
     assert again.text == "new"
     again.close()
+
+
+async def test_async_with_commits_in_a_worker_thread(tmp_path: Path) -> None:
+    """``async with Replica.open(...)`` / ``aclose()`` write what is pending off the event loop thread."""
+    path = tmp_path / "docs.db"
+    loop_thread = threading.get_ident()
+    commit_threads: list[int] = []
+    async with Replica.open(path, "notes") as replica:
+        store = replica._store
+        assert store is not None
+        real_commit = store.commit
+
+        def recording_commit(*args: Any, **kwargs: Any) -> None:
+            commit_threads.append(threading.get_ident())
+            real_commit(*args, **kwargs)
+
+        store.commit = recording_commit  # type: ignore[method-assign]
+        replica.insert(0, "kept by aclose")
+    assert replica.closed
+    assert commit_threads and loop_thread not in commit_threads
+    await replica.aclose()  # idempotent
+    with Replica.open(path, "notes") as again:
+        assert again.text == "kept by aclose"

@@ -692,7 +692,10 @@ class Replica:
                 await self.flush()
 
     def close(self) -> None:
-        """Write what is pending (blocking), close the store if ``open()`` made it, end change streams."""
+        """Write what is pending (blocking), close the store if ``open()`` made it, end change streams.
+
+        For sync callers; in async code use ``await aclose()`` or ``async with Replica.open(...)``.
+        """
         if self._closed:
             return
         try:
@@ -711,11 +714,28 @@ class Replica:
             self._subscribers.clear()
             self._listeners.clear()
 
+    async def aclose(self) -> None:
+        """Like :meth:`close`, but writes what is pending in a worker thread (never blocks the loop)."""
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self.close()  # nothing left pending: does not touch the disk but to close it
+
     def __enter__(self) -> Replica:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Replica:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        await self.aclose()
 
     def _check_open(self) -> None:
         if self._closed:
