@@ -289,7 +289,7 @@ class FecEncoder:
 
     @property
     def group_timeout(self) -> float:
-        """Seconds after its first packet that a partial group closes (set it to srtt/4)."""
+        """Seconds after its first packet that a partial group closes (the connection sets srtt/8)."""
         return self._group_timeout
 
     @group_timeout.setter

@@ -17,7 +17,7 @@ The rules, in one place:
    "off": never, and this side does not decode either.
 3. **Send path.** A protected packet carries ``FEC_PROTECTED``, ``fec_group`` and
    ``fec_index`` in its (AEAD-authenticated) header. A group closes at 10 packets or
-   ``fec_group_timeout_fraction`` (1/4) x SRTT after its first packet (with at least
+   ``fec_group_timeout_fraction`` (1/8) x SRTT after its first packet (with at least
    2 parity packets while the measured loss exceeds 5 %); its parity
    shards go out as PARITY packets with their own numbers from the same packet-number
    space, sealed like DATA, ahead of new data.
