@@ -177,34 +177,6 @@ def _abridged(pieces: list[str]) -> list[str]:
     return [*pieces[: _SHOWN_PIECES // 2], f"... ({hidden} more characters) ...", *pieces[-2:]]
 
 
-def _clocks(replica: Replica) -> dict[int, int]:
-    """The replica's Yjs state vector as {client ID: clock}.
-
-    Compared as a dict, not as bytes: the encoding lists clients in no fixed
-    order, so two replicas holding exactly the same edits may encode it differently.
-    """
-    data = replica.state_vector()
-    position = 0
-
-    def varuint() -> int:
-        nonlocal position
-        value = shift = 0
-        while True:
-            byte = data[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    count = varuint()
-    clocks: dict[int, int] = {}
-    for _ in range(count):
-        client = varuint()
-        clocks[client] = varuint()
-    return clocks
-
-
 async def _type(replica: Replica, user: str, edits: int, rng: random.Random) -> None:
     """Type ``edits`` words at the end of ``user``'s line, with random pauses like a person.
 
@@ -379,7 +351,9 @@ async def _edit_together(
         typed = time.monotonic() - t0
 
         def converged() -> bool:
-            return replica_a.text == replica_b.text and _clocks(replica_a) == _clocks(replica_b)
+            # Compared as dicts: the encoded state vector lists clients in no fixed order.
+            same_history = replica_a.state_vector_dict() == replica_b.state_vector_dict()
+            return replica_a.text == replica_b.text and same_history
 
         await _within(
             "convergence of the two replicas", lambda: _wait_until([replica_a, replica_b], converged)

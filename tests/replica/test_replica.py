@@ -168,3 +168,12 @@ def test_update_listeners_may_read_the_replica() -> None:
     assert a.undo()
     assert [local for _, local in seen] == [True, False, True]
     assert seen[0][0] == "x" and set(seen[1][0]) == {"x", "y"} and seen[2][0] == "y"
+
+
+def test_state_vector_dict_compares_replicas_holding_the_same_edits() -> None:
+    a, b = Replica("d", client_id=5), Replica("d", client_id=300)
+    a.insert(0, "hi")
+    b.insert(0, "yo!")
+    a.apply_update(b.encode_update())
+    b.apply_update(a.encode_update())
+    assert a.state_vector_dict() == b.state_vector_dict() == {5: 2, 300: 3}

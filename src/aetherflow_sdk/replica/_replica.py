@@ -254,6 +254,13 @@ class Replica:
         self._check_open()
         return bytes(self._doc.get_state())
 
+    def state_vector_dict(self) -> dict[int, int]:
+        """The state vector as ``{client ID: clock}``. Compare these, not :meth:`state_vector`
+        bytes: the encoding lists clients in no fixed order, so two replicas holding exactly
+        the same edits may encode it differently."""
+        self._check_open()
+        return parse_state_vector_untrusted(self.state_vector())
+
     def encode_update(self, since: bytes | None = None) -> bytes:
         """A Yjs v1 update with everything not covered by the state vector ``since`` (all if None)."""
         self._check_open()
