@@ -137,7 +137,8 @@ class SyncStatistics:
     messages_received: int
     """Messages fed to ``receive_message``."""
     bad_messages: int
-    """Messages dropped as malformed (BadPacket) or as invalid Yjs updates."""
+    """Messages dropped as malformed (BadPacket) or as invalid Yjs updates, and awareness
+    messages naming our own client at the maximum clock (that entry is ignored)."""
     updates_applied: int
     """Received step 2 / updates that changed the document."""
     updates_redundant: int
