@@ -257,3 +257,51 @@ def test_a_connecting_session_cannot_be_resumed() -> None:
     with pytest.raises(AuthError) as info:
         manager.resume(session.session_id, secret, holder=b"\x01" * 32, connection_id="c2", now=T0)
     assert info.value.reason == "unknown_session"
+
+
+@pytest.mark.parametrize("expiring", [1, 3, 6])  # of 6: removal one by one, and rebuilt indexes
+def test_a_sweep_emits_an_event_per_expired_session_and_keeps_the_indexes(expiring: int) -> None:
+    manager = make()
+    ids = []
+    for i in range(6):
+        not_after = T0 + 5 if i < expiring else T0 + 86_400
+        sid = create_session(manager, user=f"u{i % 2}", connection_id=i, not_after=not_after)
+        manager.establish(sid, T0)
+        ids.append(sid)
+    drain(manager)
+    assert manager.handle_timer(T0 + 10) == ids[:expiring]
+    S = SessionState
+    assert [(e.session_id, e.user, e.old_state, e.new_state, e.trigger, e.at) for e in drain(manager)] == [
+        (sid, f"u{i % 2}", S.ACTIVE, S.CLOSED, Trigger.EXPIRE, T0 + 10)
+        for i, sid in enumerate(ids[:expiring])
+    ]
+    survivors = ids[expiring:]
+    for i, sid in enumerate(ids):
+        alive = sid in survivors
+        assert (manager.get(sid) is not None) is alive and (manager.by_connection(i) is not None) is alive
+    for user in ("u0", "u1"):
+        assert [s.session_id for s in manager.by_user(user)] == [
+            sid for i, sid in enumerate(ids) if sid in survivors and f"u{i % 2}" == user
+        ]
+    statistics = manager.statistics()
+    assert statistics.live == len(survivors) == statistics.by_state[S.ACTIVE]
+    assert statistics.expired == expiring
+    keys = {sid.int for sid in survivors}
+    assert manager._quiet_armed <= keys and set(manager._persisted_expiry) <= keys
+    manager.handle_timer(T0 + 86_400)
+    assert len(manager) == 0 and manager._by_user == {} and manager._by_connection == {}
+    assert [e.session_id for e in drain(manager) if e.new_state is S.CLOSED] == survivors
+
+
+@pytest.mark.parametrize("max_events", [4, 2])
+def test_the_event_queue_keeps_the_last_max_events_across_a_sweep(max_events: int) -> None:
+    config = SessionConfig(ttl=60, quiet_period=30, heartbeat_interval=15, max_events=max_events)
+    manager = SessionManager(config, new_session_id=counting_ids(), random_bytes=fixed_random(1))
+    ids = [
+        create_session(manager, connection_id=i, not_after=T0 + 5 if i < 3 else T0 + 86_400) for i in range(4)
+    ]
+    manager.handle_timer(T0 + 6)  # 4 creations, then 3 expiries in one sweep: the oldest 3 (or 5) go
+    kept = [(e.session_id, e.new_state) for e in drain(manager)]
+    everything = [(ids[3], SessionState.CONNECTING)] + [(sid, SessionState.CLOSED) for sid in ids[:3]]
+    assert kept == everything[-max_events:]
+    assert manager.next_event() is None
