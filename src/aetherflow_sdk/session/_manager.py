@@ -376,7 +376,7 @@ class SessionManager:
         event), so that the shell can close their connections.
 
         Two passes: the first walks the due buckets and collects the sessions to
-        expire (checking each transition before anything changes); the second
+        expire (checking each one's transition before any is removed); the second
         removes them from the indexes, in bulk when they are most of the live
         sessions (a mass expiry: after a restart, a network partition).
         """
