@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from aetherflow_sdk.session import Permission, SessionManager
+from aetherflow_sdk import ConnectionClosed
+from aetherflow_sdk.session import Permission, SessionChannel, SessionManager
 
 T0 = 1_800_000_000.0  # a fixed Unix time (2027-01-15): tests never read the wall clock
 
@@ -51,3 +52,18 @@ def create_session(
         now=now,
     )
     return session.session_id
+
+
+def recording_handler(received: list[bytes]) -> Callable[[SessionChannel], Awaitable[None]]:
+    """A server handler that records every message and acknowledges it with ``ack:`` + message."""
+
+    async def record(session: SessionChannel) -> None:
+        try:
+            while True:
+                message = await session.receive()
+                received.append(message)
+                await session.send(b"ack:" + message)
+        except ConnectionClosed:
+            pass
+
+    return record

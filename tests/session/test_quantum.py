@@ -24,6 +24,7 @@ from aetherflow_sdk.session import (
     issue_token,
     open_session,
 )
+from tests.session._helpers import recording_handler
 
 LOOPBACK = ("127.0.0.1", 0)
 OWNER = Identity.from_private_bytes(bytes(range(32)))
@@ -168,14 +169,7 @@ async def test_resume_after_the_connection_dropped_over_quantum(rig: Rig) -> Non
 async def test_read_only_write_drop_over_quantum(rig: Rig) -> None:
     received: list[bytes] = []
 
-    async def record(session: SessionChannel) -> None:
-        try:
-            while True:
-                message = await session.receive()
-                received.append(message)
-                await session.send(b"ack:" + message)
-        except ConnectionClosed:
-            pass
+    record = recording_handler(received)
 
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:

@@ -25,7 +25,7 @@ from aetherflow_sdk.session import (
     issue_token,
     open_session,
 )
-from tests.session._helpers import T0, counting_ids, fixed_random
+from tests.session._helpers import T0, counting_ids, fixed_random, recording_handler
 
 OWNER = Identity.from_private_bytes(bytes(range(32)))
 CLIENT, SERVER = b"\x0c" * 32, b"\x05" * 32
@@ -187,14 +187,7 @@ async def test_read_only_writes_are_dropped_counted_and_reported() -> None:
     failures: list[BaseException] = []
     received: list[bytes] = []
 
-    async def record(session: SessionChannel) -> None:
-        try:
-            while True:
-                message = await session.receive()
-                received.append(message)
-                await session.send(b"ack:" + message)
-        except ConnectionClosed:
-            pass
+    record = recording_handler(received)
 
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
