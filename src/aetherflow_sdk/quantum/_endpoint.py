@@ -30,7 +30,7 @@ from aetherflow_sdk._identity import Identity
 from aetherflow_sdk._uuid7 import uuid7
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
-from aetherflow_sdk.quantum._endpoint_core import EndpointCore
+from aetherflow_sdk.quantum._endpoint_core import EndpointCore, check_address, check_peer_id
 from aetherflow_sdk.quantum._states import CAN_SEND_DATA, HANDSHAKING, OPEN
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
@@ -69,6 +69,16 @@ _LOSS_LIKE_ERRORS: Final = frozenset(
 
 def _normalize(address: tuple[object, ...]) -> Address:
     return (str(address[0]), int(address[1]))  # type: ignore[call-overload]
+
+
+def _check_bytes(data: object, call: str) -> bytes:
+    """``data`` as bytes, or a clear LocalProtocolError (e.g. for text that was not encoded)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    hint = "; encode text first (data.encode())" if isinstance(data, str) else ""
+    raise LocalProtocolError(f"{call}() takes bytes, not {type(data).__name__}{hint}")
 
 
 def _gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
@@ -134,10 +144,12 @@ class Endpoint:
 
         ``peer_id`` pins the server's node ID: the handshake fails with HandshakeFailed if the
         server proves a different identity. Raises ConnectionTimeout if nobody answers within
-        ``config.handshake_timeout``.
+        ``config.handshake_timeout``. A malformed ``address`` or ``peer_id`` (it is the 32-byte
+        node ID, not its text form) raises LocalProtocolError before anything is sent.
         """
         self._check_open()
-        host, port = address
+        host, port = check_address(address)
+        peer_id = check_peer_id(peer_id)
         try:
             resolved = await anyio.getaddrinfo(host, port, family=self._sock.family, type=socket.SOCK_DGRAM)
         except OSError as exc:
@@ -376,6 +388,7 @@ class Connection:
         Ordered messages arrive in the order sent; unordered ones as soon as each is complete.
         Raises MessageTooLarge past the negotiated limit, ConnectionClosed once closed.
         """
+        data = _check_bytes(data, "send")
         core = self._core
         while not core.can_send_message(len(data)):
             if core.state not in CAN_SEND_DATA:
@@ -401,7 +414,7 @@ class Connection:
 
     def send_datagram(self, data: bytes) -> None:
         """Send an unreliable datagram (it may be lost). Never blocks."""
-        self._core.send_datagram(data)
+        self._core.send_datagram(_check_bytes(data, "send_datagram"))
         self._endpoint._after_app_action(self._core)
 
     async def receive_datagram(self) -> bytes:
@@ -431,6 +444,8 @@ class Connection:
 
     def abort(self, reason: str = "") -> None:
         """Close at once; undelivered messages are discarded and the peer is told."""
+        if not isinstance(reason, str):
+            raise LocalProtocolError(f"abort() reason must be a str, not {type(reason).__name__}")
         self._core.abort(anyio.current_time(), reason=reason)
         self._endpoint._after_app_action(self._core)
 
@@ -455,9 +470,9 @@ async def open_endpoint(
 
     Every endpoint can both dial (``connect``) and, unless ``accept=False``, accept.
     """
+    host, _ = check_address(local_address, allow_port_zero=True)
     config = config or QuantumConfig()
     identity = identity or Identity.generate()
-    host = local_address[0]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:

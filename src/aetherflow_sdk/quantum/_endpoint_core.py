@@ -6,30 +6,75 @@ clients statelessly with a RETRY cookie, and creates a server-side connection
 only for an INITIAL that carries a valid cookie. Before that, nothing about a
 client is stored, and every answer is smaller than the padded INITIAL that
 caused it (well under the 3x amplification limit of RFC 9000 §8.1).
+
+Arguments are checked where they enter (:func:`check_peer_id`, :func:`check_address`), and
+each connection's processing runs behind one boundary (:meth:`EndpointCore._on_fault`): an
+exception inside one connection closes that connection, with a reason, and is counted; the
+endpoint and every other connection carry on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from aetherflow_sdk._errors import BadPacket
+from aetherflow_sdk._errors import BadPacket, LocalProtocolError
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
 from aetherflow_sdk.quantum._crypto import check_cookie, make_cookie
 from aetherflow_sdk.quantum._handshake import InitialMessage, build_retry, parse_initial_untrusted
 from aetherflow_sdk.quantum._stats import EndpointStatistics
-from aetherflow_sdk.quantum._wire import PacketType, parse_header_untrusted
+from aetherflow_sdk.quantum._wire import CloseCode, PacketType, parse_header_untrusted
+
+logger = logging.getLogger(__name__)
 
 MAX_STATELESS_QUEUE: Final = 1024  # RETRY answers waiting for the socket; more are dropped (flood)
 MAX_CONNECTIONS: Final = 10_000  # a safety cap on live connections per endpoint
 
 
 CID_LENGTH: Final = 16  # a connection ID is 16 bytes (docs/protocol.md)
+PEER_ID_LENGTH: Final = 32  # a node ID is an Ed25519 public key
+
+
+def check_peer_id(peer_id: object) -> bytes | None:
+    """``peer_id`` as bytes if it is a 32-byte node ID (or None); else a clear LocalProtocolError."""
+    if peer_id is None:
+        return None
+    if isinstance(peer_id, str):
+        raise LocalProtocolError(
+            f"peer_id must be the {PEER_ID_LENGTH}-byte node ID, not text ({peer_id[:16]!r}...); "
+            "convert a hex node ID with bytes.fromhex()"
+        )
+    if not isinstance(peer_id, (bytes, bytearray, memoryview)):
+        raise LocalProtocolError(
+            f"peer_id must be the {PEER_ID_LENGTH}-byte node ID, not {type(peer_id).__name__}"
+        )
+    raw = bytes(peer_id)
+    if len(raw) != PEER_ID_LENGTH:
+        raise LocalProtocolError(f"peer_id must be {PEER_ID_LENGTH} bytes (a node ID), got {len(raw)}")
+    return raw
+
+
+def check_address(address: object, *, allow_port_zero: bool = False) -> tuple[str, int]:
+    """``address`` as ``(host, port)``; a clear LocalProtocolError for anything else.
+
+    The host is a non-empty name or IP literal; the port an int in 1..65535 (0 too when
+    ``allow_port_zero``, for binding to any free port).
+    """
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise LocalProtocolError(f"an address is a (host, port) tuple, got {address!r}")
+    host, port = address
+    if not isinstance(host, str) or not host or "\x00" in host:
+        raise LocalProtocolError(f"the host of an address must be a non-empty string, got {host!r}")
+    lowest = 0 if allow_port_zero else 1
+    if isinstance(port, bool) or not isinstance(port, int) or not lowest <= port <= 65535:
+        raise LocalProtocolError(f"the port of an address must be an int in {lowest}..65535, got {port!r}")
+    return host, port
 
 
 class EndpointCore:
@@ -78,10 +123,16 @@ class EndpointCore:
         self._invalid_cookies = 0
         self._accepted_total = 0
         self._refused = 0
+        self._internal_errors = 0
+        self._faulted: set[bytes] = set()  # connections aborted after a fault; a second one forgets
 
     def connect(self, address: Address, now: float, *, peer_id: bytes | None = None) -> QuantumConnection:
-        """Start a client connection to ``address`` (``peer_id`` pins the server's identity)."""
-        connection = self._new_connection(address, now, pinned_peer_id=peer_id)
+        """Start a client connection to ``address`` (``peer_id`` pins the server's identity).
+
+        ``address`` is an IP literal and port; LocalProtocolError for a bad address or peer_id.
+        """
+        address = check_address(address)
+        connection = self._new_connection(address, now, pinned_peer_id=check_peer_id(peer_id))
         cid = connection.local_cid
         self.connections[cid] = connection
         self._dirty.add(cid)
@@ -106,7 +157,11 @@ class EndpointCore:
         if connection is None:
             self._unknown += 1
             return None
-        connection.receive_datagram(data, address, now, header)
+        try:
+            connection.receive_datagram(data, address, now, header)
+        except Exception as exc:  # one connection's bug must not stop the endpoint
+            self._on_fault(connection, exc, now)
+            return connection
         self._after_input(connection)
         return connection
 
@@ -140,6 +195,10 @@ class EndpointCore:
             connection = self._new_connection(address, now, initial=initial)
         except BadPacket:  # e.g. a low-order ephemeral key
             self._bad += 1
+            return None
+        except Exception:  # a bug in building the connection: refuse this client, keep the endpoint
+            self._internal_errors += 1
+            logger.exception("building a server connection for %s:%d failed; INITIAL dropped", *address)
             return None
         cid = connection.local_cid
         self.connections[cid] = connection
@@ -201,7 +260,11 @@ class EndpointCore:
         for cid, connection in list(self.connections.items()):
             timer = connection.get_timer()
             if timer is not None and now >= timer:
-                connection.handle_timer(now)
+                try:
+                    connection.handle_timer(now)
+                except Exception as exc:
+                    self._on_fault(connection, exc, now)
+                    continue
                 self._dirty.add(cid)
                 self._after_input(connection)
 
@@ -215,7 +278,11 @@ class EndpointCore:
             connection = self.connections.get(cid)
             if connection is None:
                 continue
-            batch = connection.datagrams_to_send(now)
+            try:
+                batch = connection.datagrams_to_send(now)
+            except Exception as exc:
+                self._on_fault(connection, exc, now)
+                continue
             if batch:
                 out.extend(batch)
                 self._dirty.add(cid)  # it may have more once the socket drains
@@ -225,8 +292,36 @@ class EndpointCore:
         self._bytes_sent += sum(len(d) for d, _ in out)
         return out
 
+    def _on_fault(self, connection: QuantumConnection, exc: Exception, now: float) -> None:
+        """An exception escaped one connection's processing: close that connection, count it.
+
+        The first fault aborts the connection (the peer is told INTERNAL_ERROR with a reason);
+        if the connection fails again while closing, it is forgotten at once. Either way the
+        application's calls on it then raise ConnectionClosed, and the endpoint carries on.
+        """
+        self._internal_errors += 1
+        cid = connection.local_cid
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        logger.error(
+            "Quantum connection %s failed inside the endpoint and is closed: %s",
+            cid.hex(),
+            reason,
+            exc_info=exc,
+        )
+        if cid not in self._faulted and cid in self.connections:
+            self._faulted.add(cid)
+            try:
+                connection.abort(now, error_code=CloseCode.INTERNAL_ERROR, reason=reason)
+            except Exception:  # its state is too broken even to close: drop it below
+                logger.debug("aborting the failed connection %s failed too", cid.hex(), exc_info=True)
+            else:
+                self._dirty.add(cid)  # the CLOSE goes out with the next output
+                return
+        self._forget(connection)
+
     def _forget(self, connection: QuantumConnection) -> None:
         self.connections.pop(connection.local_cid, None)
+        self._faulted.discard(connection.local_cid)
         self._dirty.discard(connection.local_cid)
         self._awaiting_accept.discard(connection.local_cid)
         client_cid = self._client_cid_of.pop(connection.local_cid, None)
@@ -251,4 +346,5 @@ class EndpointCore:
             connections_accepted=self._accepted_total,
             connections_refused=self._refused,
             active_connections=len(self.connections),
+            internal_errors=self._internal_errors,
         )

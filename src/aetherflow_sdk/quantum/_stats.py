@@ -119,6 +119,8 @@ class EndpointStatistics:
     """INITIALs refused because the endpoint was at its connection limit or not accepting."""
     active_connections: int
     """Connections currently open."""
+    internal_errors: int = 0
+    """Exceptions inside one connection's processing; each closed that connection (with a reason)."""
 
 
 @attrs.define(slots=True)

@@ -241,6 +241,7 @@ class CloseCode(enum.IntEnum):
     FLOW_CONTROL_ERROR = 2
     MESSAGE_TOO_LARGE = 3
     APPLICATION_ABORT = 4
+    INTERNAL_ERROR = 5  # the sender's endpoint hit a bug in this connection's processing
 
 
 def encode_ack(ranges: Sequence[range], ack_delay: float) -> bytes:
