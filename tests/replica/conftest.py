@@ -14,7 +14,8 @@ import pytest
 
 from aetherflow_sdk.replica import Replica, SyncProtocol
 
-TRACES = Path(os.environ.get("AETHERFLOW_TRACES", "/work/shared/data/traces"))
+# The traces ship in tests/data/traces (see its README); AETHERFLOW_TRACES points elsewhere.
+TRACES = Path(os.environ.get("AETHERFLOW_TRACES", Path(__file__).resolve().parents[1] / "data" / "traces"))
 
 
 @pytest.fixture

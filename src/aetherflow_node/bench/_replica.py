@@ -34,7 +34,10 @@ from typing import Any
 
 from aetherflow_node._cli import Subcommand
 
-DEFAULT_TRACES = Path(os.environ.get("AETHERFLOW_TRACES", "/work/shared/data/traces"))
+# In a checkout the traces live in tests/data/traces; AETHERFLOW_TRACES points elsewhere.
+DEFAULT_TRACES = Path(
+    os.environ.get("AETHERFLOW_TRACES", Path(__file__).resolve().parents[3] / "tests" / "data" / "traces")
+)
 GOALS = {"e2e_ops_per_s": 20_000.0, "e2e_p99_ms": 50.0, "load_1mb_ms": 100.0}
 
 

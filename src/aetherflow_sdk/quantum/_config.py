@@ -88,7 +88,7 @@ class QuantumConfig:
     """A partial FEC group closes (and its parity leaves) this fraction of the smoothed
     RTT after its first packet, so a lone edit is protected too. The timer is the repair
     latency of a lost edit; an edit stream at 50/s fills one packet per group whatever the
-    fraction, so srtt/8 costs it nothing over the issue's srtt/4 and repairs 5 ms sooner on a
+    fraction, so srtt/8 costs it nothing over the first design's srtt/4 and repairs 5 ms sooner on a
     40 ms path (virtual p99 at 2-10 % loss: 30 -> 25 ms; 2 % bulk unchanged, docs/bbr-fec.md)."""
 
     congestion_control: str = attrs.field(default="bbr")

@@ -2,7 +2,7 @@
 
 Everything a test creates here lives inside namespaces the test owns, so its
 traffic never reaches the machine's real interfaces (see
-docs/../shared/guide/NETWORK-TESTING.md). Cleanup is layered, because a leaked
+docs/benchmarks.md). Cleanup is layered, because a leaked
 namespace outlives the test run and breaks the next one:
 
 1. every context manager removes what it made in ``finally``;
