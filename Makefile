@@ -1,18 +1,26 @@
 # Two entry points for a fresh clone (see README): `make demo` and `make test`.
-# Each one creates the virtual environment it needs on first use.
+# Each one creates the virtual environment it needs on first use: the demo installs only what
+# the product needs to run; the tests add the development and benchmark tools.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench-transport clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(RUNTIME): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $(RUNTIME)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(RUNTIME) $(STAMP)
+
+demo: $(RUNTIME)
 	$(VENV)/bin/aetherflow demo
 
 test: $(STAMP)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from aetherflow_node._cli import Subcommand
+from aetherflow_sdk import LocalProtocolError
 
 if TYPE_CHECKING:
     from aetherflow_sdk import quantum
@@ -103,7 +104,10 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 data_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise DemoFailed(f"cannot use --data-dir {data_dir}: {exc.strerror or exc}") from None
+                # A user mistake (a file in the way, no permission): one line, exit status 2.
+                raise LocalProtocolError(
+                    f"cannot use --data-dir {data_dir}: {exc.strerror or exc}; give a directory you can write"
+                ) from None
             trio.run(_demo, out, data_dir, args.edits, seed)
         else:
             with tempfile.TemporaryDirectory(prefix="aetherflow-demo-") as temporary:

@@ -1,0 +1,75 @@
+"""The `aetherflow` command as a newcomer meets it: --version, pipes into head, SIGTERM, bad paths."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# The console script the install created, beside this interpreter (``python -m`` would load the
+# dispatcher twice, as __main__ and as aetherflow_node._cli).
+COMMAND = [str(Path(sys.executable).parent / "aetherflow")]
+
+
+def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = _run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"aetherflow {version('aetherflow')}"
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`aetherflow demo | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    demo = subprocess.Popen(
+        [*COMMAND, "demo", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert demo.stdout is not None and demo.stderr is not None
+    first = demo.stdout.readline()
+    demo.stdout.close()  # what `head -1` does after one line
+    _, stderr = demo.communicate(timeout=60)
+    assert first.startswith("aetherflow demo")
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert demo.returncode in (0, 141)
+
+
+def test_sigterm_cleans_up_the_demo_temporary_directory() -> None:
+    pattern = os.path.join(tempfile.gettempdir(), "aetherflow-demo-*")
+    before = set(glob.glob(pattern))
+    demo = subprocess.Popen(
+        [*COMMAND, "demo", "--edits", "10000", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    # Wait until the demo is editing (its temporary directory exists and it has printed).
+    demo.stdout.readline()
+    deadline = time.monotonic() + 30
+    while not set(glob.glob(pattern)) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    created = set(glob.glob(pattern)) - before
+    assert created, "the demo never created its temporary directory"
+    demo.send_signal(signal.SIGTERM)
+    _, stderr = demo.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    assert not any(Path(p).exists() for p in created), "SIGTERM left the temporary directory behind"
+
+
+def test_data_dir_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory")
+    result = _run("demo", "--data-dir", str(in_the_way))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--data-dir" in lines[0], result.stderr
+    assert in_the_way.read_text() == "not a directory"
