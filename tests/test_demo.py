@@ -68,7 +68,7 @@ def test_demo_user_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     unusable = _aetherflow("demo", "--data-dir", str(blocker / "sub"))
-    assert unusable.returncode == 1
+    assert unusable.returncode == 2  # a user mistake
     assert "cannot use --data-dir" in unusable.stderr and "Traceback" not in unusable.stderr
 
 

@@ -55,7 +55,7 @@ async def test_compaction_restores_identical_document(tmp_path: Path, compress: 
     rows = store._conn.execute("SELECT COUNT(*) FROM updates").fetchone()[0]
     snapshot = store._conn.execute("SELECT compressed, length(data), raw_size FROM snapshots").fetchone()
     store.close()
-    assert rows < 50
+    assert rows <= 50  # compact_max_rows bounds the log (a flush may end exactly at the bound)
     assert snapshot[0] == int(compress)
     assert (snapshot[1] < snapshot[2]) if compress else (snapshot[1] == snapshot[2])
     restored = Replica.open(path, "doc")
