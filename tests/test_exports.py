@@ -48,6 +48,7 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "LinkStatistics", "Namespace", "VethPair", "emulated_link", "netns_available", "network_namespace",
         "register_cleanup", "veth_pair",
     ],
+    "tui_editor": ["EditorApp", "EditorModel", "LineIndex", "ReadOnlyDocument"],
 }  # fmt: skip
 
 
@@ -86,7 +87,7 @@ def test_every_exception_is_an_aetherflow_error() -> None:
                 assert issubclass(value, aetherflow_sdk.AetherFlowError), f"{module_name}.{name}"
 
 
-@pytest.mark.parametrize("package", ["aetherflow_sdk", "aetherflow_node"])
+@pytest.mark.parametrize("package", ["aetherflow_sdk", "aetherflow_node", "tui_editor"])
 def test_py_typed_ships(package: str) -> None:
     assert importlib.resources.files(package).joinpath("py.typed").is_file()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())

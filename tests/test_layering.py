@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
+APPS = Path(__file__).resolve().parent.parent / "apps"
+# Programs above the node (apps/): they may import the node and the SDK; nothing below imports them.
+APP_PACKAGES = ("tui_editor",)
 
 BASE = {
     "aetherflow_sdk._errors",
@@ -63,7 +66,7 @@ def _imports(path: Path, root: Path = SRC) -> set[str]:
                 continue
             found.add(module)
             found.update(f"{module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.startswith("aetherflow")}
+    return {name for name in found if name.startswith(("aetherflow", *APP_PACKAGES))}
 
 
 def _module_files(package: str) -> list[Path]:
@@ -126,3 +129,17 @@ def test_the_dispatcher_imports_no_subcommand() -> None:
     modules = set(loaded.stdout.split())
     assert modules <= {"aetherflow_node", "aetherflow_node._cli", "aetherflow_sdk", "aetherflow_sdk._errors",
                        "aetherflow_sdk._uuid7"}, modules  # fmt: skip
+
+
+def test_apps_import_only_the_node_and_the_sdk() -> None:
+    files = sorted(APPS.rglob("*.py"))
+    assert any(path.parent.name == "tui_editor" for path in files)
+    for path in files:
+        own = path.relative_to(APPS).parts[0]
+        for name in _imports(path, root=APPS):
+            assert name.split(".")[0] in ("aetherflow_sdk", "aetherflow_node", own), (path, name)
+
+
+def test_nothing_below_the_apps_imports_them() -> None:
+    for path in sorted(SRC.rglob("*.py")):
+        assert not any(n.split(".")[0] in APP_PACKAGES for n in _imports(path)), path
