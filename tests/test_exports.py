@@ -43,6 +43,10 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "Replica", "ReplicaStatistics", "ReplicaSync", "Retain", "SqliteStore", "SyncProtocol",
         "SyncStatistics", "TextChange", "is_write_message",
     ],
+    "aetherflow_node": [
+        "DataDirError", "Document", "DocumentStatistics", "Identity", "Limits", "Node", "NodeStatistics",
+        "PeerInfo", "Presence", "default_data_dir", "format_node_id", "open_node", "parse_node_id",
+    ],
     "aetherflow_sdk.testing": [
         "ADDRESS_A", "ADDRESS_B", "DirectionStatistics", "EmulatedLink", "LinkConfig", "LinkDirection",
         "LinkStatistics", "Namespace", "VethPair", "emulated_link", "netns_available", "network_namespace",

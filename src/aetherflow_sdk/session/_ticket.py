@@ -8,8 +8,10 @@ Like iroh's tickets, a ticket is a prefix and a versioned, checksummed payload::
 * version -- ``0x01``; any other value is refused with a clear error.
 * body -- a msgpack map with short keys: ``d`` document ID (str), ``i`` issuer node ID
   (32 bytes), ``a`` direct addresses (list of ``[host, port]``), ``r`` relays (list of
-  ``"host:port"`` strings), ``t`` the token (str). Unknown keys are ignored, so later
-  versions of the body stay readable by this one.
+  ``"host:port"`` strings), ``t`` the token (str); optional: ``n`` the document's name
+  (a label, str), ``s`` the document's secret (32-byte bin, for holders only: it keys
+  discovery tags and channel names). Unknown keys are ignored, so later versions of the
+  body stay readable by this one, and older readers skip ``n`` and ``s``.
 * checksum -- the first 4 bytes of BLAKE2s-256 (RFC 7693) over version and body: catches
   a truncated or mistyped paste before anything else is read.
 
@@ -38,6 +40,8 @@ CHECKSUM_LENGTH = 4
 MAX_TICKET_LENGTH = 16 * 1024
 """Refuse longer text unread: a ticket with a few addresses and a token is under 1 KiB."""
 MAX_ADDRESSES = 16
+MAX_NAME_LENGTH = 256
+SECRET_LENGTH = 32
 
 
 class InvalidTicket(LocalProtocolError):
@@ -64,6 +68,10 @@ class Ticket:
     """Relays (``host:port``) through which the issuer can be reached."""
     token: str
     """The access token (an EdDSA JWT, see :mod:`aetherflow_sdk.session._tokens`)."""
+    name: str = ""
+    """The document's name: a label for people, not its identity (empty if unknown)."""
+    secret: bytes | None = None
+    """The document's 32-byte holder secret, or None (an older ticket)."""
 
     def __attrs_post_init__(self) -> None:
         if len(self.issuer) != 32:
@@ -76,19 +84,27 @@ class Ticket:
                 raise InvalidTicket(f"port {port!r} of {host} is not in 1..65535")
         if not self.token or len(self.token) > MAX_TOKEN_LENGTH:
             raise InvalidTicket("a ticket's token is empty or too long")
+        if len(self.name) > MAX_NAME_LENGTH:
+            raise InvalidTicket(f"a ticket's document name is at most {MAX_NAME_LENGTH} characters")
+        if self.secret is not None and len(self.secret) != SECRET_LENGTH:
+            raise InvalidTicket(
+                f"a ticket's document secret is {SECRET_LENGTH} bytes, got {len(self.secret)}"
+            )
 
     def encode(self) -> str:
         """The ticket as text: ``af1`` followed by lowercase base32."""
-        body = msgpack.packb(
-            {
-                "d": self.document,
-                "i": self.issuer,
-                "a": [[host, port] for host, port in self.direct],
-                "r": list(self.relays),
-                "t": self.token,
-            },
-            use_bin_type=True,
-        )
+        fields: dict[str, Any] = {
+            "d": self.document,
+            "i": self.issuer,
+            "a": [[host, port] for host, port in self.direct],
+            "r": list(self.relays),
+            "t": self.token,
+        }
+        if self.name:
+            fields["n"] = self.name
+        if self.secret is not None:
+            fields["s"] = self.secret
+        body = msgpack.packb(fields, use_bin_type=True)
         payload = bytes([TICKET_VERSION]) + body
         payload += _checksum(payload)
         return TICKET_PREFIX + base64.b32encode(payload).decode("ascii").rstrip("=").lower()
@@ -136,6 +152,11 @@ def _parse_body(body: bytes) -> Ticket:
     if not isinstance(fields, dict):
         raise InvalidTicket("the ticket's body is not a map")
     document, issuer, direct, relays, token = (fields.get(k) for k in ("d", "i", "a", "r", "t"))
+    name, secret = fields.get("n", ""), fields.get("s")
+    if not isinstance(name, str):
+        raise InvalidTicket("the ticket's document name is not text")
+    if secret is not None and not isinstance(secret, bytes):
+        raise InvalidTicket("the ticket's document secret is not bytes")
     if not isinstance(document, str) or not document:
         raise InvalidTicket("the ticket has no document ID")
     if not isinstance(issuer, bytes):
@@ -154,6 +175,8 @@ def _parse_body(body: bytes) -> Ticket:
         direct=tuple((_address_host(host), port) for host, port in direct),
         relays=tuple(relays),
         token=token,
+        name=name,
+        secret=secret,
     )
 
 
@@ -168,6 +191,9 @@ def share_ticket(
     direct: tuple[tuple[str, int], ...] = (),
     relays: tuple[str, ...] = (),
     holder: bytes | None = None,
+    name: str = "",
+    secret: bytes | None = None,
+    token_id: str | None = None,
 ) -> Ticket:
     """Issue a token for ``user`` and wrap it in a ticket pointing at this node (``aetherflow share``)."""
     token = issue_token(
@@ -178,14 +204,24 @@ def share_ticket(
         expires_in=expires_in,
         now=now,
         holder=holder,
+        token_id=token_id,
     )
-    return Ticket(document=document, issuer=identity.node_id, direct=direct, relays=relays, token=token)
+    return Ticket(
+        document=document,
+        issuer=identity.node_id,
+        direct=direct,
+        relays=relays,
+        token=token,
+        name=name,
+        secret=secret,
+    )
 
 
 def describe_ticket(ticket: Ticket) -> str:
     """A one-line human summary (no token)."""
     where = [f"{h}:{p}" for h, p in ticket.direct] + [f"relay {r}" for r in ticket.relays]
+    label = f"{ticket.name!r} ({ticket.document})" if ticket.name else repr(ticket.document)
     return (
-        f"document {ticket.document!r} from {format_node_id(ticket.issuer)}"
+        f"document {label} from {format_node_id(ticket.issuer)}"
         f" via {', '.join(where) if where else 'no address (discovery only)'}"
     )

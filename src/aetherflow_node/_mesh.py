@@ -1,0 +1,656 @@
+"""The peer mesh: one Quantum connection per peer, one channel per shared document on it.
+
+Rules (each one is tested):
+
+1. **One link per peer.** Either side may dial. If both did, the connection dialed by the
+   smaller node ID is kept and the other closed -- both sides apply the same rule, so they
+   keep the same one.
+2. **One channel per document per link.** When a link comes up, and whenever a document is
+   opened, each side opens a channel for each document it holds (the channel's name is a
+   keyed hash of the document's secret: a peer that does not hold it refuses, learning
+   nothing). If both opened one, the channel opened by the smaller node ID wins.
+3. **Both sides prove their right.** The opener runs the session handshake (its token), the
+   acceptor answers with its own token as the first message. Each side checks the other's
+   token against the document's issuer: a joiner may sync with any other holder, and a
+   read-only holder is read-only towards everyone -- its writes are dropped and counted.
+4. **Holders find each other.** When a document's channel is up, each side tells the other
+   which holders it is connected to (on the link's control channel), so joiners of one
+   ticket mesh with each other, not only with the ticket's issuer.
+5. **Revocations are signed by the issuer** and passed on to every holder, now and when
+   they next meet.
+6. **A peer that breaks the rules** (garbage, writes it may not make) collects strikes;
+   past ``Limits.max_strikes`` its connection is closed and it is kept away for
+   ``Limits.ban_seconds``. A peer that floods is throttled: its messages are read at its
+   budget, so the transport's flow control slows it down. Neither stops anyone else.
+7. **Reconnection**: a dialled peer that goes away is dialled again with exponential
+   backoff and jitter (:class:`Backoff`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import msgpack
+from anyio.abc import TaskGroup
+
+from aetherflow_node._channels import Channel, ChannelRefused, Mux
+from aetherflow_node._limits import Backoff, Limits, PeerBudget
+from aetherflow_sdk import AetherFlowError, AuthError, BadPacket, ConnectionClosed
+from aetherflow_sdk._identity import verify_signature
+from aetherflow_sdk.quantum import Connection, Endpoint
+from aetherflow_sdk.replica import is_write_message
+from aetherflow_sdk.replica._wire import parse_message_untrusted
+from aetherflow_sdk.session import Permission, SessionServer, TokenVerifier, open_session
+
+if TYPE_CHECKING:
+    from aetherflow_node._document import Document
+    from aetherflow_node._node import Node
+
+logger = logging.getLogger("aetherflow.node")
+
+CONTROL = b"ctl"
+"""The control channel: names, holders, revocations (opened by the link's dialer)."""
+MAX_CONTROL_MESSAGE = 64 * 1024
+MAX_HOLDERS_IN_MESSAGE = 64
+GOSSIP_ATTEMPTS = 6
+"""Dials of a holder learned from a peer (or from the catalog) before giving up on it."""
+FIRST_MESSAGE_TIMEOUT = 10.0
+
+
+def path_kind(address: tuple[str, int]) -> str:
+    """``"lan"`` for loopback, private and link-local addresses, ``"direct"`` for the rest."""
+    try:
+        ip = ipaddress.ip_address(address[0].split("%")[0])
+    except ValueError:
+        return "direct"
+    return "lan" if ip.is_private or ip.is_loopback or ip.is_link_local else "direct"
+
+
+def revocation_payload(doc_id: str, token_id: str, until: float) -> bytes:
+    """What the issuer signs to revoke ``token_id`` on ``doc_id``."""
+    packed: bytes = msgpack.packb([b"af-revoke-v1", doc_id, token_id, until], use_bin_type=True)
+    return packed
+
+
+@attrs.define(eq=False)
+class DocLink:
+    """One document's channel on one link, once both sides proved their right."""
+
+    doc_id: str
+    opener: bytes
+    """Node ID of the side that opened the channel (rule 2)."""
+    peer_permission: Permission
+    peer_token_id: str
+    scope: anyio.CancelScope
+
+
+class Gate:
+    """The channel ReplicaSync sees: it enforces the peer's budget and counts its offences."""
+
+    def __init__(
+        self, mesh: Mesh, link: Link, inner: Any, *, read_only_peer: bool, read_only_here: bool
+    ) -> None:
+        self._mesh = mesh
+        self._link = link
+        self._inner = inner
+        self._read_only_peer = read_only_peer
+        # A read-only holder forwards nothing that writes: its peers would count it as an offence.
+        self._read_only_here = read_only_here
+
+    @property
+    def peer_id(self) -> bytes:
+        peer_id: bytes = self._inner.peer_id
+        return peer_id
+
+    async def send(self, data: bytes, *, ordered: bool = True) -> None:
+        if self._read_only_here and is_write_message(data):
+            self._mesh.counters["writes_withheld"] += 1
+            return
+        await self._inner.send(data, ordered=ordered)
+
+    def send_datagram(self, data: bytes) -> None:
+        if self._read_only_here and is_write_message(data):
+            self._mesh.counters["writes_withheld"] += 1
+            return
+        self._inner.send_datagram(data)
+
+    def _admissible(self, data: bytes) -> bool:
+        try:
+            parse_message_untrusted(data)
+        except BadPacket:
+            self._mesh.offence(self._link, "garbage")
+            return False
+        if self._read_only_peer and is_write_message(data):
+            self._mesh.offence(self._link, "write from a read-only peer")
+            return False
+        return True
+
+    async def receive(self) -> bytes:
+        while True:
+            data: bytes = await self._inner.receive()
+            delay = self._link.budget.on_message(len(data), time.monotonic())
+            if delay > 0:
+                self._mesh.counters["throttled"] += 1
+                await anyio.sleep(min(delay, 5.0))
+            if self._admissible(data):
+                return data
+
+    async def receive_datagram(self) -> bytes:
+        while True:
+            data: bytes = await self._inner.receive_datagram()
+            if not self._link.budget.on_datagram(len(data), time.monotonic()):
+                self._mesh.counters["datagrams_dropped"] += 1
+                continue
+            if self._admissible(data):
+                return data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@attrs.define(eq=False)
+class Link:
+    """The one connection to one peer, and what runs on it."""
+
+    conn: Connection
+    mux: Mux
+    dialer: bool
+    """True if this node dialed the connection."""
+    budget: PeerBudget
+    dialed_address: tuple[str, int] | None = None
+    peer_name: str = ""
+    docs: dict[str, DocLink] = attrs.Factory(dict)
+    opening: set[str] = attrs.Factory(set)
+    control: Channel | None = None
+    control_ready: anyio.Event = attrs.Factory(anyio.Event)
+    closed: anyio.Event = attrs.Factory(anyio.Event)
+    task_group: TaskGroup | None = None
+    discovered: bool = False
+
+    @property
+    def peer_id(self) -> bytes:
+        return self.conn.peer_id
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.dialed_address or self.conn.peer_address
+
+    def close(self, reason: str) -> None:
+        with contextlib.suppress(AetherFlowError):
+            self.conn.abort(reason)
+        if self.task_group is not None:
+            self.task_group.cancel_scope.cancel()
+
+
+class Mesh:
+    """The links of one node. Owned by :class:`Node`; runs in the node's task group."""
+
+    def __init__(
+        self,
+        node: Node,
+        endpoint: Endpoint,
+        server: SessionServer,
+        verifier: TokenVerifier,
+        limits: Limits,
+        rng: random.Random,
+    ) -> None:
+        self.node = node
+        self.endpoint = endpoint
+        self.server = server
+        self.verifier = verifier
+        self.limits = limits
+        self.rng = rng
+        self.links: dict[bytes, Link] = {}
+        self.banned: dict[bytes, float] = {}
+        self._dialing_addresses: set[tuple[str, int]] = set()
+        self._dialing_ids: set[bytes] = set()
+        self._task_group: TaskGroup | None = None
+        self.counters = dict.fromkeys(
+            (
+                "connections_dialed",
+                "connections_accepted",
+                "connections_opened",
+                "connections_closed",
+                "dial_failures",
+                "duplicate_links",
+                "peers_dropped",
+                "offences",
+                "throttled",
+                "datagrams_dropped",
+                "channels_refused",
+                "handshakes_failed",
+                "revocations_applied",
+                "reconnects",
+                "writes_withheld",
+            ),
+            0,
+        )
+
+    @property
+    def my_id(self) -> bytes:
+        return self.node.identity.node_id
+
+    def start(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
+        task_group.start_soon(self._accept_loop)
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._task_group is not None
+        self._task_group.start_soon(fn, *args)
+
+    # -- dialing --------------------------------------------------------------------------------
+
+    def want(self, address: tuple[str, int], node_id: bytes | None = None, *, persistent: bool) -> None:
+        """Keep a link to the node at ``address`` (whose ID is ``node_id`` when known)."""
+        if node_id == self.my_id or address in self._dialing_addresses:
+            return
+        if node_id is not None and (node_id in self._dialing_ids or node_id in self.links):
+            return
+        if address == self.endpoint.local_address:
+            return
+        self._dialing_addresses.add(address)
+        if node_id is not None:
+            self._dialing_ids.add(node_id)
+        self._spawn(self._dial_loop, address, node_id, persistent)
+
+    async def dial_once(self, address: tuple[str, int], node_id: bytes | None = None) -> Connection:
+        self.counters["connections_dialed"] += 1
+        return await self.endpoint.connect(address, peer_id=node_id)
+
+    async def _dial_loop(self, address: tuple[str, int], node_id: bytes | None, persistent: bool) -> None:
+        backoff = Backoff(self.rng, base=self.limits.backoff_base, cap=self.limits.backoff_cap)
+        failures = 0
+        try:
+            while True:
+                if node_id is not None:
+                    existing = self.links.get(node_id)
+                    if existing is not None:
+                        await existing.closed.wait()
+                        await anyio.sleep(backoff.next_delay())
+                        continue
+                    ban = self.banned.get(node_id, 0.0) - time.monotonic()
+                    if ban > 0:
+                        await anyio.sleep(ban)
+                        continue
+                try:
+                    conn = await self.dial_once(address, node_id)
+                except (ConnectionClosed, AetherFlowError, OSError) as exc:
+                    self.counters["dial_failures"] += 1
+                    failures += 1
+                    logger.debug("dial %s:%s failed: %s", address[0], address[1], exc)
+                    if not persistent and failures >= GOSSIP_ATTEMPTS:
+                        return
+                    await anyio.sleep(backoff.next_delay())
+                    continue
+                if conn.peer_id == self.my_id:
+                    conn.abort("dialed itself")
+                    return
+                if node_id is None:
+                    node_id = conn.peer_id
+                    self._dialing_ids.add(node_id)
+                failures = 0
+                started = time.monotonic()
+                await self.run_link(conn, dialer=True, address=address)
+                if time.monotonic() - started > 10 * self.limits.backoff_base:
+                    backoff.reset()
+                self.counters["reconnects"] += 1
+                await anyio.sleep(backoff.next_delay())
+        finally:
+            self._dialing_addresses.discard(address)
+            if node_id is not None:
+                self._dialing_ids.discard(node_id)
+
+    async def _accept_loop(self) -> None:
+        while True:
+            conn = await self.endpoint.accept()
+            if self.banned.get(conn.peer_id, 0.0) > time.monotonic():
+                conn.abort("dropped for breaking the protocol; try later")
+                continue
+            self.counters["connections_accepted"] += 1
+            self._spawn(self.run_link, conn, False, None)
+
+    # -- links ----------------------------------------------------------------------------------
+
+    def _channel_filter(self, peer_id: bytes, name: bytes) -> bool:
+        if name == CONTROL:
+            return True
+        return self.node._document_by_channel(name) is not None
+
+    def _register(self, link: Link) -> bool:
+        """Rule 1. True if ``link`` is the peer's link now."""
+        existing = self.links.get(link.peer_id)
+        if existing is None or existing.closed.is_set():
+            self.links[link.peer_id] = link
+            return True
+
+        def dialed_by(one: Link) -> bytes:
+            return self.my_id if one.dialer else one.peer_id
+
+        self.counters["duplicate_links"] += 1
+        if existing.dialer != link.dialer and dialed_by(link) < dialed_by(existing):
+            existing.close("duplicate connection")
+            self.links[link.peer_id] = link
+            return True
+        return False
+
+    async def run_link(self, conn: Connection, dialer: bool, address: tuple[str, int] | None = None) -> None:
+        """Run one peer's link until its connection ends."""
+        link = Link(
+            conn=conn,
+            mux=Mux(conn, dialer=dialer, accept_filter=self._channel_filter),
+            dialer=dialer,
+            budget=PeerBudget(self.limits, time.monotonic()),
+            dialed_address=address,
+        )
+        if not self._register(link):
+            with anyio.move_on_after(1.0):
+                await conn.aclose()
+            return
+        self.counters["connections_opened"] += 1
+        self.node._notify()
+        try:
+            async with anyio.create_task_group() as tg:
+                link.task_group = tg
+                tg.start_soon(self._run_mux, link)
+                tg.start_soon(self._accept_channels, link)
+                if dialer:
+                    tg.start_soon(self._open_control, link)
+                for document in list(self.node._documents.values()):
+                    tg.start_soon(self._open_document, link, document)
+        finally:
+            self.counters["connections_closed"] += 1
+            link.closed.set()
+            if self.links.get(link.peer_id) is link:
+                del self.links[link.peer_id]
+            self.node._notify()
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(0.5),
+                contextlib.suppress(AetherFlowError),
+            ):
+                await conn.aclose()
+
+    async def _run_mux(self, link: Link) -> None:
+        await link.mux.run()
+        assert link.task_group is not None
+        link.task_group.cancel_scope.cancel()
+
+    def document_opened(self, document: Document) -> None:
+        for link in list(self.links.values()):
+            if link.task_group is not None and not link.closed.is_set():
+                link.task_group.start_soon(self._open_document, link, document)
+
+    def drop(self, link: Link, reason: str) -> None:
+        """Close a peer's link for breaking the rules, and keep it away for a while."""
+        self.counters["peers_dropped"] += 1
+        self.banned[link.peer_id] = time.monotonic() + self.limits.ban_seconds
+        logger.warning("dropping peer %s: %s", link.peer_id.hex()[:12], reason)
+        link.close(f"dropped: {reason}")
+
+    def offence(self, link: Link, what: str) -> None:
+        self.counters["offences"] += 1
+        if link.budget.strike():
+            self.drop(link, f"{what} ({link.budget.strikes} offences)")
+
+    async def _accept_channels(self, link: Link) -> None:
+        assert link.task_group is not None
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                channel = await link.mux.accept_channel()
+                if channel.name == CONTROL:
+                    if link.dialer or link.control is not None:
+                        self.offence(link, "unexpected control channel")
+                        await channel.aclose()
+                        continue
+                    link.control = channel
+                    link.control_ready.set()
+                    link.task_group.start_soon(self._control_loop, link, channel)
+                    continue
+                document = self.node._document_by_channel(channel.name)
+                if document is None:
+                    await channel.aclose()
+                    continue
+                link.task_group.start_soon(self._serve_incoming, link, document, channel)
+
+    # -- documents on a link ----------------------------------------------------------------------
+
+    def _may_take(self, link: Link, document: Document, opener: bytes) -> bool:
+        """Rules 2 and the per-document peer limit: may a channel opened by ``opener`` serve?"""
+        current = link.docs.get(document.doc_id)
+        if current is not None and current.opener < opener:
+            return False
+        if current is None and document.doc_id in link.opening and self.my_id < opener:
+            return False
+        if current is None and len(document.sync.protocol.peers) >= self.limits.max_peers_per_document:
+            self.counters["channels_refused"] += 1
+            return False
+        return True
+
+    async def _open_document(self, link: Link, document: Document) -> None:
+        doc_id = document.doc_id
+        if doc_id in link.docs or doc_id in link.opening or document.closed:
+            return
+        link.opening.add(doc_id)
+        try:
+            try:
+                channel = await link.mux.open_channel(document.record.channel_name)
+            except (ChannelRefused, ConnectionClosed):
+                return
+            try:
+                async with open_session(channel, document=doc_id, token=document.record.token) as session:
+                    with anyio.fail_after(FIRST_MESSAGE_TIMEOUT):
+                        first = await session.receive()
+                    claims = self.verifier.verify(
+                        first, document=doc_id, now=time.time(), holder=link.peer_id
+                    )
+                    link.opening.discard(doc_id)
+                    if self._may_take(link, document, self.my_id):
+                        await self._sync(
+                            link, document, session, claims.permission, claims.token_id, self.my_id
+                        )
+            except* AuthError as group:
+                self.counters["handshakes_failed"] += 1
+                peer = link.peer_id.hex()[:12]
+                logger.info("document %s with %s: %s", document.name, peer, group.exceptions[0])
+            except* (ConnectionClosed, TimeoutError, AetherFlowError):
+                pass
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await channel.aclose()
+        finally:
+            link.opening.discard(doc_id)
+
+    async def _serve_incoming(self, link: Link, document: Document, channel: Channel) -> None:
+        try:
+            if self._may_take(link, document, link.peer_id):
+                await self._serve_session(link, document, channel)
+        except* AuthError:
+            self.counters["handshakes_failed"] += 1
+        except* (ConnectionClosed, TimeoutError, AetherFlowError):
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await channel.aclose()
+
+    async def _serve_session(self, link: Link, document: Document, channel: Channel) -> None:
+        doc_id = document.doc_id
+        connection_id = (link.conn.connection_id, channel.channel_id)
+        async with self.server.accept(channel, connection_id=connection_id) as session:
+            record = self.server.manager.get(session.session_id)
+            if session.document != doc_id or record is None:
+                self.offence(link, "a session for another document")
+                return
+            await session.send(document.record.token.encode())
+            if self._may_take(link, document, link.peer_id):
+                await self._sync(link, document, session, session.permission, record.token_id, link.peer_id)
+
+    async def _sync(
+        self,
+        link: Link,
+        document: Document,
+        session: Any,
+        permission: Permission,
+        token_id: str,
+        opener: bytes,
+    ) -> None:
+        doc_id = document.doc_id
+        previous = link.docs.get(doc_id)
+        with anyio.CancelScope() as scope:
+            entry = DocLink(
+                doc_id=doc_id, opener=opener, peer_permission=permission, peer_token_id=token_id, scope=scope
+            )
+            if previous is not None:
+                previous.scope.cancel()
+            link.docs[doc_id] = entry
+            self.node._notify()
+            try:
+                self.node.catalog.add_holder(doc_id, link.peer_id, link.address)
+                self._announce(link, document)
+                gate = Gate(
+                    self,
+                    link,
+                    session,
+                    read_only_peer=permission is Permission.READ_ONLY,
+                    read_only_here=document.read_only,
+                )
+                await document.sync.serve(gate, can_write=permission is Permission.READ_WRITE)
+            finally:
+                if link.docs.get(doc_id) is entry:
+                    del link.docs[doc_id]
+                self.node._notify()
+
+    # -- the control channel ---------------------------------------------------------------------
+
+    async def _open_control(self, link: Link) -> None:
+        try:
+            channel = await link.mux.open_channel(CONTROL)
+        except (ChannelRefused, ConnectionClosed):
+            return
+        link.control = channel
+        link.control_ready.set()
+        await self._control_loop(link, channel)
+
+    def _send_control(self, link: Link, message: dict[str, Any]) -> None:
+        async def send() -> None:
+            with anyio.move_on_after(FIRST_MESSAGE_TIMEOUT):
+                await link.control_ready.wait()
+            if link.control is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await link.control.send(msgpack.packb(message, use_bin_type=True))
+
+        if link.task_group is not None and not link.closed.is_set():
+            link.task_group.start_soon(send)
+
+    async def _control_loop(self, link: Link, channel: Channel) -> None:
+        self._send_control(link, {"k": "hello", "n": self.node.name})
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                data = await channel.receive()
+                try:
+                    self._on_control_untrusted(link, data)
+                except BadPacket as exc:
+                    self.offence(link, f"bad control message ({exc})")
+
+    def _on_control_untrusted(self, link: Link, data: bytes) -> None:
+        if len(data) > MAX_CONTROL_MESSAGE:
+            raise BadPacket(f"control message of {len(data)} bytes")
+        try:
+            message = msgpack.unpackb(
+                data, raw=False, strict_map_key=True, max_bin_len=4096, max_str_len=8192
+            )
+        except (ValueError, TypeError, msgpack.UnpackException):
+            raise BadPacket("control message is not msgpack") from None
+        if not isinstance(message, dict):
+            raise BadPacket("control message is not a map")
+        kind = message.get("k")
+        if kind == "hello":
+            name = message.get("n")
+            if isinstance(name, str):
+                link.peer_name = name[:64]
+            return
+        channel_name = message.get("c")
+        document = self.node._document_by_channel(channel_name if isinstance(channel_name, bytes) else b"")
+        if document is None or document.doc_id not in link.docs:
+            return  # a document this peer does not share with us (or no longer): ignore
+        if kind == "holders":
+            holders = message.get("h")
+            if not isinstance(holders, list) or len(holders) > MAX_HOLDERS_IN_MESSAGE:
+                raise BadPacket("holders is not a short list")
+            for item in holders:
+                if not (
+                    isinstance(item, list)
+                    and len(item) == 3
+                    and isinstance(item[0], bytes)
+                    and len(item[0]) == 32
+                    and isinstance(item[1], str)
+                    and 0 < len(item[1]) < 254
+                    and isinstance(item[2], int)
+                    and 0 < item[2] < 65536
+                ):
+                    raise BadPacket("a holder is not [node ID, host, port]")
+                node_id, host, port = item
+                if node_id != self.my_id and node_id not in self.links:
+                    self.node.catalog.add_holder(document.doc_id, node_id, (host, port))
+                    self.want((host, port), node_id, persistent=False)
+        elif kind == "revoke":
+            token_id, until, signature = message.get("j"), message.get("u"), message.get("s")
+            if not (
+                isinstance(token_id, str)
+                and 0 < len(token_id) <= 256
+                and isinstance(until, float | int)
+                and isinstance(signature, bytes)
+            ):
+                raise BadPacket("a revocation is not [token ID, until, signature]")
+            self.apply_revocation(document, token_id, float(until), signature)
+
+    def _announce(self, link: Link, document: Document) -> None:
+        """Rules 4 and 5: tell the new holder about the others, the others about it, and the revocations."""
+        channel_name = document.record.channel_name
+        others = [
+            other
+            for other in self.links.values()
+            if other is not link and document.doc_id in other.docs and not other.closed.is_set()
+        ]
+        holders = [[o.peer_id, o.address[0], o.address[1]] for o in others[:MAX_HOLDERS_IN_MESSAGE]]
+        if holders:
+            self._send_control(link, {"k": "holders", "c": channel_name, "h": holders})
+        host, port = link.address
+        for other in others:
+            self._send_control(other, {"k": "holders", "c": channel_name, "h": [[link.peer_id, host, port]]})
+        for token_id, until, signature in self.node.catalog.revocations(document.doc_id, time.time()):
+            self._send_control(
+                link, {"k": "revoke", "c": channel_name, "j": token_id, "u": until, "s": signature}
+            )
+
+    def apply_revocation(self, document: Document, token_id: str, until: float, signature: bytes) -> bool:
+        """A revocation signed by the document's issuer: apply it here, pass it on; False if bad or known."""
+        payload = revocation_payload(document.doc_id, token_id, until)
+        if not verify_signature(document.record.issuer, signature, payload):
+            return False
+        if not self.node.catalog.add_revocation(document.doc_id, token_id, until, signature):
+            return False
+        self.counters["revocations_applied"] += 1
+        self.verifier.revoke(token_id)
+        self._spawn(self._end_revoked, document, token_id, until, signature)
+        return True
+
+    async def _end_revoked(self, document: Document, token_id: str, until: float, signature: bytes) -> None:
+        await self.server.revoke(token_id, until=until if math.isfinite(until) else math.inf)
+        channel_name = document.record.channel_name
+        for link in list(self.links.values()):
+            entry = link.docs.get(document.doc_id)
+            if entry is not None and entry.peer_token_id == token_id:
+                entry.scope.cancel()
+            if entry is not None:
+                self._send_control(
+                    link, {"k": "revoke", "c": channel_name, "j": token_id, "u": until, "s": signature}
+                )

@@ -1,0 +1,550 @@
+"""``open_node``: any program that calls it becomes an AetherFlow node.
+
+::
+
+    async with open_node(data_dir="~/.local/share/myapp", name="alice", discovery=False) as node:
+        doc = await node.open_document("notes")          # create or reopen, by name
+        doc.insert(0, "hello")
+        print(node.share(doc, user="bob", perm="rw"))    # an af1… ticket with this node's addresses
+
+A node holds an identity (``identity.key``), a data directory (locked while it runs), its
+documents (SQLite, durable) and sessions, a Quantum endpoint, and the mesh of links to the
+other holders of its documents (``_mesh.py``). Runs on trio or asyncio (anyio); everything
+for one node runs on the event loop that opened it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import attrs
+
+from aetherflow_node._catalog import Catalog, DocumentRecord
+from aetherflow_node._datadir import (
+    CATALOG_FILE,
+    DOCUMENTS_FILE,
+    SESSIONS_FILE,
+    DataDirLock,
+    check_writable,
+    default_data_dir,
+    load_identity,
+)
+from aetherflow_node._document import Document
+from aetherflow_node._limits import Limits
+from aetherflow_node._mesh import Mesh, path_kind, revocation_payload
+from aetherflow_node._stats import DocumentStatistics as NodeDocumentStatistics
+from aetherflow_node._stats import NodeStatistics, PeerStatistics
+from aetherflow_sdk import LocalProtocolError, uuid7
+from aetherflow_sdk._identity import Identity, format_node_id
+from aetherflow_sdk.quantum import QuantumConfig, open_endpoint
+from aetherflow_sdk.replica import Replica, ReplicaSync, SqliteStore, is_write_message
+from aetherflow_sdk.session import (
+    InvalidTicket,
+    Permission,
+    SessionManager,
+    SessionServer,
+    SqliteSessionStore,
+    Ticket,
+    TokenVerifier,
+    issue_token,
+    share_ticket,
+)
+from aetherflow_sdk.session._ticket import MAX_ADDRESSES, TICKET_PREFIX
+
+logger = logging.getLogger("aetherflow.node")
+
+SELF_TOKEN_LIFETIME = 10 * 365 * 86_400
+"""The token a document's creator presents to its holders (bound to the creator's node)."""
+AUTOFLUSH_INTERVAL = 0.05
+"""Group commit: every edit is durable within about this long plus one SQLite commit."""
+
+
+@attrs.frozen(kw_only=True)
+class PeerInfo:
+    """One connected peer, as ``node.peers`` lists it."""
+
+    node_id: str
+    """The peer's node ID (text form)."""
+    name: str
+    """The name it gave (``open_node(name=...)``), or "" before it said."""
+    path: str
+    """``"lan"`` (loopback, private or link-local address), ``"direct"``, or ``"relayed"``."""
+    address: tuple[str, int]
+    """Where its packets come from now."""
+    rtt: float
+    """Smoothed round-trip time, seconds."""
+    loss: float
+    """Fraction of our packets declared lost on this connection (0..1)."""
+    documents: tuple[str, ...]
+    """Names of the documents we sync with it."""
+
+
+def _address(peer: tuple[str, int] | str) -> tuple[str, int]:
+    if isinstance(peer, str):
+        host, sep, port_text = peer.rpartition(":")
+        if not sep or not port_text.isdigit() or not host or not 0 < int(port_text) < 65536:
+            raise LocalProtocolError(f"peer {peer!r} is not host:port (for IPv6 write [::1]:4433)")
+        return host.removeprefix("[").removesuffix("]"), int(port_text)
+    host, port = peer
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise LocalProtocolError(f"peer port {port!r} is not in 1..65535")
+    return str(host), port
+
+
+def _interface_addresses(ipv6: bool) -> list[str]:
+    """This machine's addresses, non-loopback first."""
+    try:
+        import ifaddr  # a dependency of zeroconf
+    except ImportError:  # pragma: no cover
+        return []
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if ipv6 == isinstance(ip.ip, tuple):
+                text = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
+                if text not in found and not text.startswith("fe80"):
+                    found.append(text)
+    return sorted(found, key=lambda a: a.startswith("127.") or a == "::1")
+
+
+class Node:
+    """A running node. Made by :func:`open_node`, never directly."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        name: str,
+        data_dir: Path,
+        catalog: Catalog,
+        store: SqliteStore,
+        server: SessionServer,
+        verifier: TokenVerifier,
+        mesh_factory: object = None,
+    ) -> None:
+        self.identity = identity
+        self.name = name
+        self.data_dir = data_dir
+        self.catalog = catalog
+        self._store = store
+        self._server = server
+        self._verifier = verifier
+        self._documents: dict[str, Document] = {}
+        self._by_channel: dict[bytes, Document] = {}
+        self._stops: list[tuple[anyio.Event, anyio.Event]] = []
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self.mesh: Mesh
+        self._running = True
+        self._started = time.monotonic()
+        self.discovery_available = False
+        """True while mDNS discovery runs (set by the discovery task)."""
+        self.discovered_peers = 0
+        self._activity = anyio.Event()
+
+    @property
+    def activity(self) -> anyio.Event:
+        """An event set the next time a peer connects or leaves, or a document's sync state
+        changes. Take it *before* checking your condition, then wait on it."""
+        return self._activity
+
+    def _notify(self) -> None:
+        self._activity.set()
+        self._activity = anyio.Event()
+
+    # -- identity and addresses ------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        """This node's ID, text form (52 base32 characters)."""
+        return format_node_id(self.identity.node_id)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the node's UDP socket is bound to."""
+        return self.mesh.endpoint.local_address
+
+    def reachable_addresses(self) -> tuple[tuple[str, int], ...]:
+        """Where other nodes can reach this one: the bound address, or every interface's when
+        bound to all (``0.0.0.0`` / ``::``), loopback last."""
+        host, port = self.address
+        if host in ("0.0.0.0", "::"):
+            hosts = _interface_addresses(ipv6=host == "::") or ["127.0.0.1"]
+        else:
+            hosts = [host]
+        return tuple((h, port) for h in hosts[:MAX_ADDRESSES])
+
+    @property
+    def documents(self) -> tuple[Document, ...]:
+        return tuple(self._documents.values())
+
+    def _document_by_channel(self, name: bytes) -> Document | None:
+        return self._by_channel.get(name)
+
+    # -- documents --------------------------------------------------------------------------------
+
+    async def open_document(self, name_or_ticket: str) -> Document:
+        """Open a document: by name or ID (created if new), or by joining an ``af1…`` ticket."""
+        text = name_or_ticket.strip()
+        if not text:
+            raise LocalProtocolError("a document needs a name (or a ticket)")
+        if text.startswith(TICKET_PREFIX) and len(text) > 40:
+            return await self._join(Ticket.parse(text))
+        record = self.catalog.document(text)
+        if record is None:
+            named = self.catalog.by_name(text)
+            if len(named) > 1:
+                ids = ", ".join(r.doc_id for r in named)
+                raise LocalProtocolError(
+                    f"{len(named)} documents are called {text!r} here ({ids}); open one by its ID"
+                )
+            record = named[0] if named else self._create(text)
+        return await self._open(record)
+
+    def _create(self, name: str) -> DocumentRecord:
+        if len(name) > 256:
+            raise LocalProtocolError("a document name is at most 256 characters")
+        doc_id = str(uuid7())
+        token = issue_token(
+            self.identity,
+            user=self.name,
+            document=doc_id,
+            permission=Permission.READ_WRITE,
+            expires_in=SELF_TOKEN_LIFETIME,
+            now=time.time(),
+            holder=self.identity.node_id,
+        )
+        record = DocumentRecord(
+            doc_id=doc_id,
+            name=name,
+            issuer=self.identity.node_id,
+            secret=os.urandom(32),
+            token=token,
+            permission=Permission.READ_WRITE,
+        )
+        self.catalog.add_document(record)
+        return record
+
+    async def _join(self, ticket: Ticket) -> Document:
+        if ticket.issuer == self.identity.node_id:
+            own = self.catalog.document(ticket.document)
+            if own is None:
+                raise InvalidTicket("this ticket was issued by this node for a document it no longer holds")
+            return await self._open(own)
+        checker = TokenVerifier()
+        checker.trust_for_document(ticket.document, ticket.issuer)
+        claims = checker.verify(
+            ticket.token, document=ticket.document, now=time.time(), holder=self.identity.node_id
+        )
+        secret = ticket.secret
+        if secret is None:  # an older ticket: derive a stand-in every holder of it derives alike
+            import hashlib
+
+            secret = hashlib.blake2b(ticket.document.encode() + ticket.issuer, digest_size=32).digest()
+        known = self.catalog.document(ticket.document)
+        record = DocumentRecord(
+            doc_id=ticket.document,
+            name=ticket.name or (known.name if known else ticket.document),
+            issuer=ticket.issuer,
+            secret=secret,
+            token=ticket.token,
+            permission=claims.permission,
+        )
+        if known is None or known.token != record.token:
+            self.catalog.add_document(record)
+        document = await self._open(record)
+        for address in ticket.direct:
+            self.mesh.want(address, ticket.issuer, persistent=True)
+        return document
+
+    async def _open(self, record: DocumentRecord) -> Document:
+        existing = self._documents.get(record.doc_id)
+        if existing is not None:
+            return existing
+        self._verifier.trust_for_document(record.doc_id, record.issuer)
+        replica = Replica(record.doc_id, self._store)
+        assert self._task_group is not None
+        stop, done = anyio.Event(), anyio.Event()
+        sync: ReplicaSync = await self._task_group.start(self._run_sync, replica, stop, done)
+        document = Document(self, record, replica, sync)
+        self._stops.append((stop, done))
+        self._documents[record.doc_id] = document
+        self._by_channel[record.channel_name] = document
+        self._task_group.start_soon(replica.autoflush, AUTOFLUSH_INTERVAL)
+        self.mesh.document_opened(document)
+        for node_id, address in self.catalog.holders(record.doc_id):
+            self.mesh.want(address, node_id, persistent=False)
+        return document
+
+    async def _run_sync(
+        self,
+        replica: Replica,
+        stop: anyio.Event,
+        done: anyio.Event,
+        *,
+        task_status: anyio.abc.TaskStatus[ReplicaSync] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One document's sync, inside the node's task group (never in the caller's task)."""
+        try:
+            async with ReplicaSync(replica, clock=anyio.current_time) as sync:
+                task_status.started(sync)
+                await stop.wait()
+        finally:
+            done.set()
+
+    # -- sharing and revoking ---------------------------------------------------------------------
+
+    def _issued_here(self, document: Document, what: str) -> None:
+        if document.record.issuer != self.identity.node_id:
+            raise LocalProtocolError(
+                f"only the node that created {document.name!r} can {what} (this node joined it by ticket)"
+            )
+
+    def share(
+        self,
+        document: Document,
+        *,
+        user: str,
+        perm: str = "rw",
+        expires_in: float = 7 * 86_400,
+        holder: str | None = None,
+    ) -> str:
+        """An ``af1…`` ticket for ``user`` (``perm`` ``"rw"`` or ``"ro"``) carrying this node's addresses."""
+        self._issued_here(document, "share it")
+        try:
+            permission = Permission(perm)
+        except ValueError:
+            raise LocalProtocolError(f"perm must be 'rw' or 'ro', not {perm!r}") from None
+        from aetherflow_sdk._identity import parse_node_id
+
+        token_id = str(uuid7())
+        now = time.time()
+        ticket = share_ticket(
+            self.identity,
+            document=document.doc_id,
+            user=user,
+            permission=permission,
+            expires_in=expires_in,
+            now=now,
+            direct=self.reachable_addresses(),
+            holder=parse_node_id(holder) if holder else None,
+            name=document.name,
+            secret=document.record.secret,
+            token_id=token_id,
+        )
+        self.catalog.add_issued(token_id, document.doc_id, user, permission, math.ceil(now + expires_in))
+        return ticket.encode()
+
+    async def revoke(
+        self, document: Document, *, user: str | None = None, token_id: str | None = None
+    ) -> int:
+        """Revoke the tickets issued for ``user`` (or the one token ``token_id``) on ``document``.
+
+        The revocation is signed by this node, applied here at once (live sessions that used
+        it end) and passed to every holder, now and when they next connect. Returns how many
+        tokens were revoked.
+        """
+        self._issued_here(document, "revoke its tickets")
+        if (user is None) == (token_id is None):
+            raise LocalProtocolError("revoke needs exactly one of user= or token_id=")
+        issued = [
+            t
+            for t in self.catalog.issued(document.doc_id, user)
+            if (token_id is None or t.token_id == token_id) and not t.revoked
+        ]
+        for token in issued:
+            payload = revocation_payload(document.doc_id, token.token_id, token.expires)
+            self.mesh.apply_revocation(document, token.token_id, token.expires, self.identity.sign(payload))
+            self.catalog.mark_revoked(token.token_id)
+        await anyio.lowlevel.checkpoint()
+        return len(issued)
+
+    # -- peers --------------------------------------------------------------------------------------
+
+    def connect(self, peer: tuple[str, int] | str) -> None:
+        """Keep a link to the node at ``peer`` (``(host, port)`` or ``"host:port"``), redialing as needed."""
+        self.mesh.want(_address(peer), None, persistent=True)
+
+    @property
+    def peers(self) -> tuple[PeerInfo, ...]:
+        """The peers connected now."""
+        infos = []
+        names = {d.doc_id: d.name for d in self._documents.values()}
+        for link in list(self.mesh.links.values()):
+            if link.closed.is_set():
+                continue
+            stats = link.conn.statistics()
+            infos.append(
+                PeerInfo(
+                    node_id=format_node_id(link.peer_id),
+                    name=link.peer_name,
+                    path="lan" if link.discovered else path_kind(link.conn.peer_address),
+                    address=link.conn.peer_address,
+                    rtt=stats.smoothed_rtt,
+                    loss=stats.packets_lost / stats.packets_sent if stats.packets_sent else 0.0,
+                    documents=tuple(sorted(names.get(d, d) for d in link.docs)),
+                )
+            )
+        return tuple(infos)
+
+    def statistics(self) -> NodeStatistics:
+        """A frozen snapshot of the whole node (what metrics and health read)."""
+        links = [link for link in self.mesh.links.values() if not link.closed.is_set()]
+        peers = []
+        for link in links:
+            stats = link.conn.statistics()
+            peers.append(
+                PeerStatistics(
+                    node_id=format_node_id(link.peer_id),
+                    name=link.peer_name,
+                    path="lan" if link.discovered else path_kind(link.conn.peer_address),
+                    smoothed_rtt=stats.smoothed_rtt,
+                    loss=stats.packets_lost / stats.packets_sent if stats.packets_sent else 0.0,
+                    bytes_sent=stats.bytes_sent,
+                    bytes_received=stats.bytes_received,
+                    packets_sent=stats.packets_sent,
+                    packets_lost=stats.packets_lost,
+                    packets_retransmitted=stats.packets_retransmitted,
+                    fec_recovered_packets=stats.fec_recovered_packets,
+                    documents=len(link.docs),
+                )
+            )
+        documents = []
+        for document in self._documents.values():
+            sync = document.sync.protocol.statistics()
+            state = document.statistics()
+            documents.append(
+                NodeDocumentStatistics(
+                    name=document.name,
+                    peers=sync.peers,
+                    pending_updates=state.pending_updates,
+                    sync_lag=document.sync_lag(),
+                    updates_sent=sync.updates_sent,
+                    updates_received=sync.updates_applied,
+                    bad_messages=sync.bad_messages,
+                    writes_denied=sync.writes_denied,
+                )
+            )
+        endpoint = self.mesh.endpoint.statistics()
+        counters = self.mesh.counters
+        return NodeStatistics(
+            node_id=self.node_id,
+            name=self.name,
+            running=self._running,
+            uptime=time.monotonic() - self._started,
+            connections=len(links),
+            connections_opened=counters["connections_opened"],
+            connections_closed=counters["connections_closed"],
+            reconnects=counters["reconnects"],
+            bytes_sent=endpoint.bytes_sent,
+            bytes_received=endpoint.bytes_received,
+            datagrams_sent=endpoint.datagrams_sent,
+            datagrams_received=endpoint.datagrams_received,
+            bad_packets=endpoint.bad_packets + endpoint.unknown_connection,
+            peers_dropped=counters["peers_dropped"],
+            messages_throttled=counters["throttled"] + counters["datagrams_dropped"],
+            discovery_available=self.discovery_available,
+            discovered_peers=self.discovered_peers,
+            peers=tuple(peers),
+            documents=tuple(documents),
+        )
+
+    # -- shutdown -----------------------------------------------------------------------------------
+
+    async def _aclose(self) -> None:
+        """Say goodbye on every document, then make every edit durable."""
+        self._running = False
+        with anyio.CancelScope(shield=True):
+            for stop, _ in self._stops:
+                stop.set()  # each ReplicaSync announces our departure
+            for _, done in self._stops:
+                await done.wait()
+            for document in self._documents.values():
+                document.closed = True
+                with contextlib.suppress(Exception):
+                    await document.replica.aclose()
+
+
+@asynccontextmanager
+async def open_node(
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    listen: tuple[str, int] = ("0.0.0.0", 0),
+    discovery: bool = True,
+    interfaces: Sequence[str] | None = None,
+    peers: Iterable[tuple[str, int] | str] = (),
+    relay: str | None = None,
+    limits: Limits | None = None,
+    config: QuantumConfig | None = None,
+    seed: int | None = None,
+) -> AsyncIterator[Node]:
+    """Run a node until the block exits; on exit every edit is durable and peers are told.
+
+    ``data_dir`` defaults to ``$XDG_DATA_HOME/aetherflow`` (``~/.local/share/aetherflow``).
+    ``peers`` are dialled and kept (redialled with backoff). ``discovery`` finds holders
+    of open documents on the LAN (mDNS; ``interfaces`` limits it to those addresses).
+    ``relay`` is not available yet. ``seed`` makes the backoff jitter reproducible.
+    """
+    if relay is not None:
+        raise LocalProtocolError(
+            "relays are not available yet in this version of AetherFlow; use direct peers or tickets"
+        )
+    directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    check_writable(directory)
+    lock = DataDirLock(directory)
+    lock.acquire()
+    catalog: Catalog | None = None
+    store: SqliteStore | None = None
+    session_store: SqliteSessionStore | None = None
+    try:
+        identity = load_identity(directory)
+        catalog = Catalog(directory / CATALOG_FILE)
+        store = SqliteStore(directory / DOCUMENTS_FILE)
+        session_store = SqliteSessionStore(directory / SESSIONS_FILE)
+        now = time.time()
+        manager = SessionManager(store=session_store)
+        manager.load(now)
+        verifier = TokenVerifier(revoked=session_store.revocations(now))
+        server = SessionServer(manager, verifier, is_write=is_write_message)
+        manual = [_address(p) for p in peers]
+        async with open_endpoint(listen, identity=identity, config=config) as endpoint:
+            node = Node(
+                identity=identity,
+                name=name or format_node_id(identity.node_id)[:8],
+                data_dir=directory,
+                catalog=catalog,
+                store=store,
+                server=server,
+                verifier=verifier,
+            )
+            node.mesh = Mesh(node, endpoint, server, verifier, limits or Limits(), random.Random(seed))
+            async with anyio.create_task_group() as tg:
+                node._task_group = tg
+                tg.start_soon(server.run_timers)
+                node.mesh.start(tg)
+                for address in manual:
+                    node.mesh.want(address, None, persistent=True)
+                if discovery:
+                    from aetherflow_node import _lan
+
+                    tg.start_soon(_lan.run, node, interfaces)
+                try:
+                    yield node
+                finally:
+                    await node._aclose()
+                    tg.cancel_scope.cancel()
+    finally:
+        for closable in (session_store, store, catalog):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+        lock.release()
