@@ -47,6 +47,8 @@ class UpdateNeeds:
     plain_ascii: bool
     """True if the update inserts nothing but ASCII strings (no embeds, formats or other content):
     applying it to ASCII text leaves ASCII text, and byte counts stay code-point counts."""
+    deletes: bool = False
+    """True if the update's delete set names at least one range (it removes something)."""
 
     def ready(self, have: dict[int, int]) -> bool:
         """True if an update with these needs can be applied on top of state vector ``have``."""
@@ -57,6 +59,23 @@ class UpdateNeeds:
             if clock >= max(have.get(client, 0), self.provides.get(client, 0)):
                 return False
         return True
+
+    def requirements(self) -> dict[int, int]:
+        """Per client, the clock our state vector must reach for the update to be ready.
+
+        The same test as :meth:`ready`, as thresholds: ``ready(have)`` is true exactly
+        when ``have.get(client, 0) >= clock`` for every item. The causal buffer indexes
+        a held update by one unmet threshold, so it looks at the update again only when
+        that client's clock moves (``_causal.py``).
+        """
+        needed: dict[int, int] = {}
+        for client, clock in self.starts:
+            if clock > needed.get(client, 0):
+                needed[client] = clock
+        for client, clock in self.references:
+            if clock >= self.provides.get(client, 0) and clock + 1 > needed.get(client, 0):
+                needed[client] = clock + 1
+        return needed
 
 
 def _skip_any_untrusted(reader: _Reader, depth: int) -> None:
@@ -161,6 +180,7 @@ def update_needs_untrusted(update: bytes) -> UpdateNeeds:
     provides: dict[int, int] = {}
     references: list[tuple[int, int]] = []
     plain_ascii = True
+    deletes = False
     clients = reader.varuint_untrusted()
     if clients > len(update):
         raise BadPacket("more clients than bytes")
@@ -215,7 +235,12 @@ def update_needs_untrusted(update: bytes) -> UpdateNeeds:
             length = reader.varuint_untrusted()
             if length:
                 references.append((client, start + length - 1))
+                deletes = True
     reader.end_untrusted()
     return UpdateNeeds(
-        starts=tuple(starts), provides=provides, references=tuple(references), plain_ascii=plain_ascii
+        starts=tuple(starts),
+        provides=provides,
+        references=tuple(references),
+        plain_ascii=plain_ascii,
+        deletes=deletes,
     )

@@ -27,6 +27,13 @@ from aetherflow_sdk._errors import BadPacket
 MESSAGE_SYNC = 0
 MESSAGE_AWARENESS = 1
 MESSAGE_AUTH = 2
+MESSAGE_MESH = 100
+"""AetherFlow's one extension to y-protocols (its own numbers end at 3): a peer's mesh identity
+and neighbours, so that an update crosses each link of a mesh once (docs/replica.md)."""
+
+MESH_RESYNC = 0x01
+"""Mesh flag: "send me a sync step 1" -- I may have skipped you, counting on a link now gone."""
+MAX_MESH_NEIGHBORS = 1024
 
 SYNC_STEP1 = 0
 SYNC_STEP2 = 1
@@ -41,7 +48,7 @@ _MAX_VARUINT_BYTES = 8
 
 @attrs.frozen(kw_only=True)
 class SyncStep1:
-    """"Here is my state vector; send me what I lack" (y-protocols messageYjsSyncStep1)."""
+    """ "Here is my state vector; send me what I lack" (y-protocols messageYjsSyncStep1)."""
 
     state_vector: bytes
     """The sender's encoded Yjs state vector (v1)."""
@@ -91,7 +98,19 @@ class PermissionDenied:
     """Human-readable reason."""
 
 
-Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate | PermissionDenied
+@attrs.frozen(kw_only=True)
+class MeshNeighbors:
+    """Who the sender is in the mesh and which peers it exchanges writes with (AetherFlow extension)."""
+
+    node: int
+    """The sender's mesh ID (its replica's Yjs client ID when the sync protocol started)."""
+    neighbors: tuple[int, ...]
+    """Mesh IDs of the sender's peers that accept its writes and whose writes it accepts."""
+    resync: bool
+    """The sender asks us for a sync step 1 (``MESH_RESYNC``)."""
+
+
+Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate | PermissionDenied | MeshNeighbors
 
 
 def encode_varuint(value: int) -> bytes:
@@ -171,6 +190,23 @@ def encode_permission_denied(reason: str) -> bytes:
     return bytes((MESSAGE_AUTH, AUTH_PERMISSION_DENIED)) + _varbytes(reason.encode("utf-8"))
 
 
+def encode_mesh_neighbors(node: int, neighbors: list[int], *, resync: bool = False) -> bytes:
+    parts = [encode_varuint(MESSAGE_MESH), encode_varuint(MESH_RESYNC if resync else 0)]
+    parts.append(encode_varuint(node))
+    parts.append(encode_varuint(len(neighbors)))
+    parts.extend(encode_varuint(neighbor) for neighbor in neighbors)
+    return b"".join(parts)
+
+
+def encode_state_vector(vector: dict[int, int]) -> bytes:
+    """A Yjs v1 state vector: varuint count, then (client, clock) pairs."""
+    parts = [encode_varuint(len(vector))]
+    for client, clock in sorted(vector.items()):
+        parts.append(encode_varuint(client))
+        parts.append(encode_varuint(clock))
+    return b"".join(parts)
+
+
 def encode_awareness_entries(entries: list[AwarenessEntry]) -> bytes:
     """The awareness-update payload (without the message header)."""
     parts = [encode_varuint(len(entries))]
@@ -232,10 +268,24 @@ def parse_message_untrusted(data: bytes) -> Message:
         if auth_kind != AUTH_PERMISSION_DENIED:
             raise BadPacket(f"unknown auth message type {auth_kind}")
         message = PermissionDenied(reason=reader.varstring_untrusted())
+    elif kind == MESSAGE_MESH:
+        message = _mesh_neighbors_untrusted(reader)
     else:
         raise BadPacket(f"unknown message type {kind}")
     reader.end_untrusted()
     return message
+
+
+def _mesh_neighbors_untrusted(reader: _Reader) -> MeshNeighbors:
+    flags = reader.varuint_untrusted()
+    if flags & ~MESH_RESYNC:
+        raise BadPacket(f"unknown mesh flags {flags:#x}")
+    node = reader.varuint_untrusted()
+    count = reader.varuint_untrusted()
+    if count > MAX_MESH_NEIGHBORS or count > len(reader.data):
+        raise BadPacket(f"mesh message claims {count} neighbours")
+    neighbors = tuple(reader.varuint_untrusted() for _ in range(count))
+    return MeshNeighbors(node=node, neighbors=neighbors, resync=bool(flags & MESH_RESYNC))
 
 
 def parse_state_vector_untrusted(data: bytes) -> dict[int, int]:
