@@ -95,13 +95,28 @@ def test_unordered_delivered_while_earlier_one_incomplete() -> None:
     sender.queue_message(big, ordered=False)
     sender.queue_message(small, ordered=False)
     frags = drain(sender, 1000)
-    assert [f.sequence for f in frags] == [0] * 5 + [1]
-    for f in frags[:4] + frags[5:]:
+    # Admitted messages take turns: the small one goes right after the big one's first fragment.
+    assert [f.sequence for f in frags] == [0, 1, 0, 0, 0, 0]
+    for f in frags[:-1]:
         receiver.on_fragment(f)
     assert receiver.next_message() == small
     assert not receiver.has_message()
-    receiver.on_fragment(frags[4])
+    receiver.on_fragment(frags[-1])
     assert receiver.next_message() == big
+
+
+def test_ordered_messages_share_one_turn_and_unordered_ones_interleave() -> None:
+    sender, receiver = pair()
+    sender.queue_message(b"A" * 3000, ordered=True)
+    sender.queue_message(b"B" * 3000, ordered=True)
+    sender.queue_message(b"u" * 1500, ordered=False)
+    frags = drain(sender, 1000)
+    order = [(f.ordered, f.sequence) for f in frags]
+    # The ordered lane sends A whole before B; the unordered message takes every other turn.
+    assert order == [(True, 0), (False, 0), (True, 0), (False, 0), (True, 0), (True, 1), (True, 1), (True, 1)]
+    for f in frags:
+        receiver.on_fragment(f)
+    assert take_all(receiver) == [b"u" * 1500, b"A" * 3000, b"B" * 3000]
 
 
 def test_ordered_waits_for_earlier_but_unordered_does_not() -> None:

@@ -81,6 +81,8 @@ class Fragment:
     """Where this fragment's data starts within the message."""
     data: bytes
     """The fragment's bytes; empty only for an empty message."""
+    channel: int = 0
+    """The channel the message belongs to (0: the connection's default channel, see _channels.py)."""
 
 
 class _Outgoing:
@@ -89,6 +91,7 @@ class _Outgoing:
     __slots__ = (
         "acked",
         "acked_bytes",
+        "channel",
         "data",
         "done",
         "flow_offset",
@@ -98,8 +101,9 @@ class _Outgoing:
         "sequence",
     )
 
-    def __init__(self, data: bytes, ordered: bool, sequence: int, flow_offset: int) -> None:
+    def __init__(self, data: bytes, ordered: bool, sequence: int, flow_offset: int, channel: int) -> None:
         self.data = data
+        self.channel = channel
         self.ordered = ordered
         self.sequence = sequence
         self.flow_offset = flow_offset
@@ -120,13 +124,27 @@ class _Outgoing:
             message_length=self.length,
             offset=start,
             data=data,
+            channel=self.channel,
         )
 
 
 class MessageSender:
-    """Splits queued messages into fragments, retransmits lost parts, honours the peer's window."""
+    """Splits queued messages into fragments, retransmits lost parts, honours the peer's window.
 
-    def __init__(self, *, max_message_size: int, send_buffer: int, initial_peer_max_data: int) -> None:
+    Interleaving (so that a large message never holds back a small one). A message is
+    *admitted* as soon as all of its bytes fit the peer's window; flow offsets grow in
+    queue order, so the admitted messages are always a prefix of the queue. Admitted
+    messages take turns, one fragment per turn: each unordered message has its own turn,
+    and the ordered messages share one turn, oldest first (an ordered message cannot be
+    delivered before those queued ahead of it, so splitting their turn would only delay
+    the first one). Lost data still goes before any new data.
+    """
+
+    def __init__(
+        self, *, max_message_size: int, send_buffer: int, initial_peer_max_data: int, channel: int = 0
+    ) -> None:
+        self.channel = channel
+        """The channel whose messages this sender carries (stamped on every fragment)."""
         self.max_message_size = max_message_size
         self.send_buffer = send_buffer
         self._peer_max_data = initial_peer_max_data
@@ -134,7 +152,10 @@ class MessageSender:
         self._peer_window = initial_peer_max_data
         self._next_sequence = {True: 0, False: 0}
         self._flow_end = 0
-        self._new: deque[_Outgoing] = deque()  # messages with bytes never sent, in queue order
+        self._new: deque[_Outgoing] = deque()  # queued, not yet admitted (does not fit yet), queue order
+        self._turns: deque[_Outgoing] = deque()  # admitted messages with unsent bytes, taking turns
+        self._ordered_behind: deque[_Outgoing] = deque()  # admitted ordered messages waiting for the ordered turn
+        self._ordered_in_turns = False  # one ordered message holds the ordered turn
         self._unacked: dict[tuple[bool, int], _Outgoing] = {}
         self._retransmit: deque[tuple[_Outgoing, int, int]] = deque()
         self._buffered = 0
@@ -175,12 +196,30 @@ class MessageSender:
             data = bytes(data)
         sequence = self._next_sequence[ordered]
         self._next_sequence[ordered] = sequence + 1
-        msg = _Outgoing(data, ordered, sequence, self._flow_end)
+        msg = _Outgoing(data, ordered, sequence, self._flow_end, self.channel)
         self._flow_end += size + MESSAGE_FLOW_COST
         self._new.append(msg)
         self._unacked[(ordered, sequence)] = msg
         self._buffered += size
         self.messages_queued += 1
+        self._admit()
+
+    def _admit(self) -> None:
+        """Move the queued messages that now fit the peer's window into the turns."""
+        new = self._new
+        limit = self._peer_max_data
+        while new:
+            msg = new[0]
+            if msg.flow_offset + msg.length > limit:
+                return
+            new.popleft()
+            if not msg.ordered:
+                self._turns.append(msg)
+            elif self._ordered_in_turns:
+                self._ordered_behind.append(msg)
+            else:
+                self._turns.append(msg)
+                self._ordered_in_turns = True
 
     def _prune_retransmit(self) -> None:
         queue = self._retransmit
@@ -194,20 +233,12 @@ class MessageSender:
     def has_data_to_send(self) -> bool:
         """Retransmissions pending, or new data the peer's window allows."""
         self._prune_retransmit()
-        if self._retransmit:
-            return True
-        if not self._new:
-            return False
-        msg = self._new[0]
-        return msg.flow_offset + msg.length <= self._peer_max_data
+        return bool(self._retransmit) or bool(self._turns)
 
     @property
     def blocked_by_flow_control(self) -> bool:
         """There is new data, but the next message does not fit the peer's window."""
-        if not self._new:
-            return False
-        msg = self._new[0]
-        return msg.flow_offset + msg.length > self._peer_max_data
+        return bool(self._new)  # admission is eager: what is still queued does not fit
 
     @property
     def blocked_at(self) -> int | None:
@@ -244,8 +275,9 @@ class MessageSender:
     def next_fragment(self, max_data_bytes: int) -> Fragment | None:
         """The next fragment to send, with at most ``max_data_bytes`` of data (None: nothing to send).
 
-        Lost data first (skipping parts acknowledged meanwhile), then new data in
-        queue order, never starting a message that does not fit the peer's window.
+        Lost data first (skipping parts acknowledged meanwhile), then new data of the
+        admitted messages in turn (see the class), never a message that does not fit the
+        peer's window.
         """
         if max_data_bytes <= 0:
             return None
@@ -269,17 +301,20 @@ class MessageSender:
                 queue[0] = (msg, end, stop)
             self.bytes_retransmitted += end - gap.start
             return msg.fragment(gap.start, end)
-        new = self._new
-        if not new:
+        turns = self._turns
+        if not turns:
             return None
-        msg = new[0]
-        if msg.flow_offset + msg.length > self._peer_max_data:
-            return None
+        msg = turns.popleft()
         start = msg.sent
         end = msg.length if msg.length - start <= max_data_bytes else start + max_data_bytes
         msg.sent = end
-        if end == msg.length:
-            new.popleft()
+        if end < msg.length:
+            turns.append(msg)
+        elif msg.ordered:
+            if self._ordered_behind:
+                turns.append(self._ordered_behind.popleft())
+            else:
+                self._ordered_in_turns = False
         return msg.fragment(start, end)
 
     def on_fragment_acked(self, fragment: Fragment) -> None:
@@ -310,6 +345,7 @@ class MessageSender:
         """The peer advertised a new max_data (smaller values are stale and ignored)."""
         if max_data > self._peer_max_data:
             self._peer_max_data = max_data
+            self._admit()
 
     def all_acked(self) -> bool:
         """Nothing queued and nothing unacknowledged (a graceful close may finish)."""
