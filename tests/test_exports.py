@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PUBLIC_NAMES: dict[str, list[str]] = {
     "aetherflow_sdk": [
-        "AetherFlowError", "AuthError", "BadPacket", "ClosedByPeer", "ClosedLocally", "ConnectionClosed",
-        "ConnectionTimeout", "HandshakeFailed", "LocalProtocolError", "MessageTooLarge",
+        "AetherFlowError", "AuthError", "BadPacket", "ChannelRefused", "ClosedByPeer", "ClosedLocally",
+        "ConnectionClosed", "ConnectionTimeout", "HandshakeFailed", "LocalProtocolError", "MessageTooLarge",
         "RemoteProtocolError", "ReplicaError", "StorageError", "WouldBlock", "uuid7", "uuid7_unix_ms",
     ],
     "aetherflow_sdk.quantum": [
-        "Connection", "ConnectionStatistics", "ConnectionTerminated", "Endpoint", "EndpointCore",
-        "EndpointStatistics", "HandshakeCompleted", "PathMigrated", "QuantumConfig", "QuantumConnection",
-        "open_endpoint",
+        "Channel", "ChannelRefused", "Connection", "ConnectionStatistics", "ConnectionTerminated", "Endpoint",
+        "EndpointCore", "EndpointStatistics", "HandshakeCompleted", "PathMigrated", "QuantumConfig",
+        "QuantumConnection", "open_endpoint",
     ],
     "aetherflow_sdk.session": [
         "TRANSITIONS", "AuthError", "AuthReason", "ClientHello", "CorruptRow", "FrameKind",

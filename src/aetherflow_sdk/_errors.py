@@ -70,6 +70,18 @@ class HandshakeFailed(ConnectionClosed):
     """The transport handshake failed: wrong peer identity, bad signature, version mismatch."""
 
 
+class ChannelRefused(AetherFlowError):
+    """The peer refused a channel this side opened (or this side's own channel limit is reached).
+
+    ``reason`` is the human-readable text: the peer's channel filter refused the name, the
+    peer's limit of open channels is reached, or the connection is closing.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class AuthError(AetherFlowError):
     """Authentication or authorization failed: a token, a ticket's token or a session resumption.
 

@@ -15,7 +15,9 @@ format is in docs/protocol.md.
 """
 
 # Congestion controllers register themselves on import (see _congestion.py).
+from aetherflow_sdk._errors import ChannelRefused
 from aetherflow_sdk.quantum import _bbr, _newreno  # noqa: F401  (register "bbr", "newreno")
+from aetherflow_sdk.quantum._channel_shell import Channel
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import (
     ConnectionTerminated,
@@ -28,6 +30,8 @@ from aetherflow_sdk.quantum._endpoint_core import EndpointCore
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
 __all__ = [
+    "Channel",
+    "ChannelRefused",
     "Connection",
     "ConnectionStatistics",
     "ConnectionTerminated",

@@ -98,6 +98,12 @@ class QuantumConfig:
     initial_window_packets: int = attrs.field(default=10, validator=_positive)
     """Initial congestion window in packets (RFC 9002 §7.2)."""
 
+    max_channels: int = attrs.field(default=64, validator=_positive)
+    """Channels (besides the connection's own channel 0) open at once on one connection,
+    both directions together; a CHANNEL_OPEN past it is refused. Each channel has its own
+    receive window, so a peer can make us hold up to ``(1 + max_channels) x receive_window``
+    bytes per connection: lower either to bound memory tighter."""
+
     @tail_loss_probes.validator
     def _check_probes(self, attribute: attrs.Attribute[int], value: int) -> None:
         if value < 0:

@@ -44,6 +44,7 @@ from aetherflow_sdk._errors import (
 )
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.quantum import _congestion
+from aetherflow_sdk.quantum._channels import ChannelFilter, Channels
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._crypto import PacketProtection
 from aetherflow_sdk.quantum._fec_path import FecPath
@@ -72,6 +73,7 @@ from aetherflow_sdk.quantum._states import (
 from aetherflow_sdk.quantum._stats import ConnectionCounters, ConnectionStatistics
 from aetherflow_sdk.quantum._wire import (
     AEAD_TAG_SIZE,
+    CHANNEL_CONTROL_FRAMES,
     HEADER_SIZE,
     AckFrame,
     BlockedFrame,
@@ -87,6 +89,7 @@ from aetherflow_sdk.quantum._wire import (
     PathChallengeFrame,
     PathResponseFrame,
     encode_close,
+    encode_datagram,
     parse_frames_untrusted,
     parse_header_untrusted,
 )
@@ -96,6 +99,8 @@ HANDSHAKE_RETRANSMIT_FACTOR: Final = 2.0  # first handshake resend after 2 x ini
 DATAGRAM_QUEUE: Final = 256  # unreliable datagrams held per direction; oldest dropped past this
 DRAIN_RTOS: Final = 3  # RFC 9000 §10.2: closing/draining lasts three PTOs
 _FEC_PROTECTED: Final = int(HeaderFlags.FEC_PROTECTED)  # a plain int: IntFlag's & is slow per packet
+# Frames that name a channel; those of channel 0 (DATAGRAM, MAX_DATA, BLOCKED) are handled here.
+_CHANNEL_FRAMES: Final = (DatagramFrame, MaxDataFrame, BlockedFrame, *CHANNEL_CONTROL_FRAMES)
 
 
 @attrs.frozen(kw_only=True)
@@ -138,6 +143,7 @@ class QuantumConnection(PacketOutput):
         initial: InitialMessage | None = None,
         rng: random.Random | None = None,
         random_bytes: Callable[[int], bytes] | None = None,
+        channel_filter: ChannelFilter | None = None,
     ) -> None:
         self.config = config
         # Unpredictable bytes (path-challenge tokens); seeded in virtual-network runs to replay.
@@ -247,6 +253,14 @@ class QuantumConnection(PacketOutput):
 
         # Counters (see statistics()).
         self._stats = ConnectionCounters()
+        # Channels besides channel 0 (the connection's own _sender/_receiver), see _channels.py.
+        self.channels = Channels(
+            config=config,
+            is_client=self.is_client,
+            stats=self._stats,
+            datagrams_out=self._datagrams_out,
+            channel_filter=channel_filter,
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -301,7 +315,7 @@ class QuantumConnection(PacketOutput):
         if len(self._datagrams_out) >= DATAGRAM_QUEUE:
             self._datagrams_out.popleft()
             self._stats.unreliable_dropped += 1
-        self._datagrams_out.append(bytes(data))
+        self._datagrams_out.append(encode_datagram(bytes(data)))
 
     def receive_message(self) -> bytes | None:
         """The next complete message (ordered ones in order), or None. Frees flow-control window."""
@@ -449,6 +463,9 @@ class QuantumConnection(PacketOutput):
                 )
                 self._begin_closing(now, CloseCode.MESSAGE_TOO_LARGE, "message too large")
                 return
+        self.channels.bind_default(
+            self._sender, self._receiver, self.max_message_size, result.peer_params.receive_window
+        )
         self._handshake_timer = None
         self._events.append(HandshakeCompleted(peer_id=result.peer_id))
 
@@ -519,13 +536,23 @@ class QuantumConnection(PacketOutput):
             if isinstance(frame, Fragment):
                 ack_eliciting = True
                 try:
-                    self._receiver.on_fragment(frame)
+                    if frame.channel:
+                        self.channels.on_fragment(frame)
+                    else:
+                        self._receiver.on_fragment(frame)
                 except RemoteProtocolError as exc:
                     self._protocol_violation(now, str(exc), CloseCode.FLOW_CONTROL_ERROR)
                     return
             elif isinstance(frame, AckFrame):
                 self._on_ack(frame, now)
                 if self.state not in OPEN:
+                    return
+            elif isinstance(frame, _CHANNEL_FRAMES) and frame.channel:
+                ack_eliciting = True
+                try:
+                    self.channels.on_frame(frame, self.peer_id or b"", self.state in ACCEPTS_NEW_MESSAGES)
+                except RemoteProtocolError as exc:
+                    self._protocol_violation(now, str(exc))
                     return
             elif isinstance(frame, DatagramFrame):
                 ack_eliciting = True
@@ -706,7 +733,11 @@ class QuantumConnection(PacketOutput):
         raise ClosedLocally("cannot send: this side already closed the connection")
 
     def _maybe_finish_shutdown(self, now: float) -> None:
-        if self.state is ConnectionState.SHUTTING_DOWN and self._sender.all_acked():
+        if (
+            self.state is ConnectionState.SHUTTING_DOWN
+            and self._sender.all_acked()
+            and self.channels.all_acked()
+        ):
             self._begin_closing(now, CloseCode.NO_ERROR, "")
             if self.error is None:
                 self._fail(ClosedLocally("connection closed by this side"))
@@ -813,6 +844,7 @@ class QuantumConnection(PacketOutput):
             unreliable_datagrams_received=s.unreliable_received,
             unreliable_datagrams_dropped=s.unreliable_dropped,
             path_migrations=s.path_migrations,
+            **self.channels.statistics_fields(),
         )
 
 

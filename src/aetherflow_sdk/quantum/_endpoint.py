@@ -17,7 +17,7 @@ import socket
 import struct
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import Final
@@ -28,6 +28,8 @@ from anyio.abc import TaskGroup
 from aetherflow_sdk._errors import ClosedLocally, ConnectionClosed, LocalProtocolError
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk._uuid7 import uuid7
+from aetherflow_sdk.quantum import _channel_shell
+from aetherflow_sdk.quantum._channel_shell import Channel
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore, check_address, check_peer_id
@@ -173,6 +175,18 @@ class Endpoint:
                 if core_connection.is_established:
                     return self._wrap(core_connection)
             await self._wait_change()
+
+    def set_channel_filter(self, channel_filter: Callable[[bytes, bytes], bool] | None) -> None:
+        """Decide which channels peers may open: ``channel_filter(peer_id, name) -> accept?``.
+
+        Called for every CHANNEL_OPEN on any of this endpoint's connections; a refused (or a
+        raising) filter makes the opener's ``open_channel`` raise ChannelRefused with a reason.
+        None (the default) accepts every name."""
+        if channel_filter is not None and not callable(channel_filter):
+            raise LocalProtocolError(
+                f"the channel filter must be callable, got {type(channel_filter).__name__}"
+            )
+        self._core.channel_filter = channel_filter
 
     def statistics(self) -> EndpointStatistics:
         """Counters of the socket and the stateless handshake gate."""
@@ -432,6 +446,17 @@ class Connection:
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of RTT, congestion and counters."""
         return self._core.statistics()
+
+    async def open_channel(self, name: bytes) -> Channel:
+        """Open a channel named ``name`` (1-255 bytes) and wait for the peer to accept it.
+
+        Raises ChannelRefused (with ``.reason``) if the peer's channel filter or channel limit
+        refuses it. This connection itself stays channel 0."""
+        return await _channel_shell.open_channel(self, name)
+
+    async def accept_channel(self) -> Channel:
+        """The next channel the peer opened and this endpoint's channel filter accepted."""
+        return await _channel_shell.accept_channel(self)
 
     async def aclose(self) -> None:
         """Graceful close: waits until everything sent was delivered and the peer was told."""

@@ -107,6 +107,8 @@ class EndpointCore:
         # Randomness for the connections' choices (BBR's phase); seeded in virtual-network tests.
         self._rng = rng
         self.connections: dict[bytes, QuantumConnection] = {}
+        self.channel_filter: Callable[[bytes, bytes], bool] | None = None
+        """``(peer_id, name) -> accept?`` for channels peers open (None: accept every name)."""
         self._by_client_cid: dict[bytes, QuantumConnection] = {}  # server side: duplicate INITIALs
         self._client_cid_of: dict[bytes, bytes] = {}  # server connection's CID -> its client's CID
         self._stateless_out: deque[tuple[bytes, Address]] = deque()
@@ -231,7 +233,11 @@ class EndpointCore:
             initial=initial,
             rng=rng,
             random_bytes=None if rng is None else rng.randbytes,
+            channel_filter=self._filter_channel,
         )
+
+    def _filter_channel(self, peer_id: bytes, name: bytes) -> bool:
+        return self.channel_filter is None or self.channel_filter(peer_id, name)
 
     def _random_cid(self) -> bytes:
         return os.urandom(CID_LENGTH) if self._rng is None else self._rng.randbytes(CID_LENGTH)

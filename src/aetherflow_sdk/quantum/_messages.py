@@ -154,7 +154,7 @@ class MessageSender:
         self._flow_end = 0
         self._new: deque[_Outgoing] = deque()  # queued, not yet admitted (does not fit yet), queue order
         self._turns: deque[_Outgoing] = deque()  # admitted messages with unsent bytes, taking turns
-        self._ordered_behind: deque[_Outgoing] = deque()  # admitted ordered messages waiting for the ordered turn
+        self._ordered_behind: deque[_Outgoing] = deque()  # admitted ordered ones behind the ordered turn
         self._ordered_in_turns = False  # one ordered message holds the ordered turn
         self._unacked: dict[tuple[bool, int], _Outgoing] = {}
         self._retransmit: deque[tuple[_Outgoing, int, int]] = deque()

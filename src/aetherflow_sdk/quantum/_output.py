@@ -14,8 +14,9 @@ own and reads the connection's. The rules:
 2. A DATA packet is sent when the congestion window has room and the pacer allows,
    or at once when an ACK is due (an ACK-only packet ignores both: it is not in flight).
 3. Its frames, in order: ACK (when due), FEC_REPORT (when our repair count grew),
-   PATH_RESPONSE, PATH_CHALLENGE, HANDSHAKE_DONE, MAX_DATA, BLOCKED, unreliable
-   datagrams, message fragments (lost data first, then new), PING if nothing else elicits an ACK.
+   PATH_RESPONSE, PATH_CHALLENGE, HANDSHAKE_DONE, MAX_DATA, BLOCKED, channel control frames,
+   unreliable datagrams, message fragments (the channels take turns, one fragment each; in each,
+   lost data first, then new: ``_channels.py``), PING if nothing else elicits an ACK.
 4. A tail-loss probe (``_probe_pending``, RFC 8985 §7) ignores the window and the pacer
    (RFC 9002 §7.5); with no new data it carries a copy of the newest outstanding data.
 5. While FEC is sending, every ack-eliciting DATA packet is protected (header flag,
@@ -29,6 +30,7 @@ from collections import deque
 from itertools import islice
 from typing import Final
 
+from aetherflow_sdk.quantum._channels import ChannelControl, Channels
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._congestion import CongestionController
 from aetherflow_sdk.quantum._crypto import PacketProtection
@@ -42,6 +44,7 @@ from aetherflow_sdk.quantum._states import ConnectionState
 from aetherflow_sdk.quantum._stats import ConnectionCounters
 from aetherflow_sdk.quantum._wire import (
     AEAD_TAG_SIZE,
+    CHANNEL_MESSAGE_FRAME_OVERHEAD,
     ENCODED_HANDSHAKE_DONE,
     ENCODED_PING,
     HEADER,
@@ -53,12 +56,12 @@ from aetherflow_sdk.quantum._wire import (
     PacketType,
     encode_ack,
     encode_blocked,
-    encode_datagram,
     encode_fec_report,
     encode_fragment_head,
     encode_max_data,
     encode_path_challenge,
     encode_path_response,
+    fragment_frame_overhead,
 )
 
 Address = tuple[str, int]
@@ -96,7 +99,8 @@ class PacketOutput:
     _handshake_out: list[bytes]
     _close_frame: bytes
     _close_packet_pending: bool
-    _datagrams_out: deque[bytes]
+    _datagrams_out: deque[bytes]  # encoded DATAGRAM / CHANNEL_DATAGRAM frames
+    channels: Channels
     _received: RangeSet
     _largest_received_time: float
     _ack_deadline: float | None
@@ -150,7 +154,10 @@ class PacketOutput:
             return
         for item in payload:  # type: ignore[attr-defined]
             if isinstance(item, Fragment):
-                self._sender.on_fragment_acked(item)
+                if item.channel:
+                    self.channels.on_fragment_acked(item)
+                else:
+                    self._sender.on_fragment_acked(item)
 
     def _on_packets_lost(self, lost: list[SentPacket], now: float) -> None:
         eliciting = sum(1 for packet in lost if packet.ack_eliciting)
@@ -163,7 +170,9 @@ class PacketOutput:
             self._stats.packets_retransmitted += 1
             for item in payload:  # type: ignore[attr-defined]
                 if isinstance(item, Fragment):
-                    self._sender.on_fragment_lost(item)
+                    self.channels.on_fragment_lost(item)
+                elif isinstance(item, ChannelControl):
+                    self.channels.on_control_lost(item)
                 elif item == CONTROL_MAX_DATA:
                     self._max_data_pending = True
                 elif item == CONTROL_BLOCKED:
@@ -237,7 +246,8 @@ class PacketOutput:
         window_open = probe or self.recovery.bytes_in_flight + mds <= self.congestion.congestion_window
         wants_data = window_open and (
             probe
-            or self._sender.has_data_to_send()
+            or self.channels.has_data_to_send()
+            or self.channels.has_control()
             or self._datagrams_out
             or self._max_data_pending
             or self._sender.should_send_blocked()
@@ -247,7 +257,7 @@ class PacketOutput:
         )
         ack_now = self._ack_due(now) or bool(self._path_responses)
         if not wants_data and not ack_now:
-            if window_open and not self._sender.has_data_to_send():
+            if window_open and not self.channels.has_data_to_send():
                 self.congestion.on_app_limited(self.recovery.bytes_in_flight, now)
             return None
         if wants_data and not probe:
@@ -308,19 +318,24 @@ class PacketOutput:
                 self._sender.on_blocked_sent()
                 budget -= 9
                 retransmittable.append(CONTROL_BLOCKED)
-            while self._datagrams_out and len(self._datagrams_out[0]) + 3 <= budget:
-                data = self._datagrams_out.popleft()
-                parts.append(encode_datagram(data))
-                budget -= len(data) + 3
+            if self.channels.has_control():
+                budget = self.channels.write_control(parts, retransmittable, budget)
+            while self._datagrams_out and len(self._datagrams_out[0]) <= budget:
+                frame = self._datagrams_out.popleft()
+                parts.append(frame)
+                budget -= len(frame)
                 eliciting = True
                 self._stats.unreliable_sent += 1
+            # Channels (0 included) take turns, one fragment each (_channels.py, rule 6).
             while budget >= MESSAGE_FRAME_OVERHEAD + MIN_FRAGMENT:
-                fragment = self._sender.next_fragment(budget - MESSAGE_FRAME_OVERHEAD)
+                fragment = self.channels.next_fragment(
+                    budget, MESSAGE_FRAME_OVERHEAD, CHANNEL_MESSAGE_FRAME_OVERHEAD
+                )
                 if fragment is None:
                     break
                 parts.append(encode_fragment_head(fragment))
                 parts.append(fragment.data)
-                budget -= MESSAGE_FRAME_OVERHEAD + len(fragment.data)
+                budget -= fragment_frame_overhead(fragment) + len(fragment.data)
                 app_bytes += len(fragment.data)
                 retransmittable.append(fragment)
             if probe:
@@ -406,9 +421,9 @@ class PacketOutput:
     def _add_probe_copy(self, parts: list[bytes], retransmittable: list[object], budget: int) -> int:
         payload = self.recovery.newest_payload()
         for item in payload or ():  # type: ignore[attr-defined]
-            if isinstance(item, Fragment) and MESSAGE_FRAME_OVERHEAD + len(item.data) <= budget:
+            if isinstance(item, Fragment) and fragment_frame_overhead(item) + len(item.data) <= budget:
                 parts.append(encode_fragment_head(item))
                 parts.append(item.data)
-                budget -= MESSAGE_FRAME_OVERHEAD + len(item.data)
+                budget -= fragment_frame_overhead(item) + len(item.data)
                 retransmittable.append(item)
         return budget

@@ -91,6 +91,14 @@ class ConnectionStatistics:
     """Unreliable datagrams dropped because a queue was full."""
     path_migrations: int
     """Times the peer's address changed (NAT rebinding or migration)."""
+    channels_open: int = 0
+    """Channels open now besides channel 0 (both directions; see QuantumConfig.max_channels)."""
+    channels_opened: int = 0
+    """Channels this side opened."""
+    channels_refused: int = 0
+    """Channel opens refused: ours by the peer, plus the peer's by us."""
+    channel_frames_dropped: int = 0
+    """Frames for a channel already closed (late stragglers), dropped."""
 
 
 @attrs.frozen(kw_only=True)

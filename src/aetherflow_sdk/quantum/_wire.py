@@ -125,6 +125,15 @@ class FrameType(enum.IntEnum):
     HANDSHAKE_DONE = 0x09
     BLOCKED = 0x0A
     FEC_REPORT = 0x0B
+    # Channels (see _channels.py). Channel 0 is the connection's own and uses the frames above.
+    CHANNEL_OPEN = 0x0C
+    CHANNEL_ACCEPT = 0x0D
+    CHANNEL_REFUSE = 0x0E
+    CHANNEL_CLOSE = 0x0F
+    CHANNEL_MESSAGE = 0x10
+    CHANNEL_DATAGRAM = 0x11
+    CHANNEL_MAX_DATA = 0x12
+    CHANNEL_BLOCKED = 0x13
 
 
 # ACK: largest acknowledged packet number (u64), ack delay in microseconds (u32), range
@@ -142,6 +151,18 @@ DATAGRAM_HEAD = struct.Struct(">H")
 U64 = struct.Struct(">Q")
 CLOSE_HEAD = struct.Struct(">HH")
 MAX_CLOSE_REASON: Final = 512
+# Channels: every CHANNEL_* frame starts with the channel ID (u32, never 0).
+CHANNEL_ID = struct.Struct(">I")
+CHANNEL_ID_SIZE: Final = CHANNEL_ID.size
+_CHANNEL_MESSAGE_FRAME_HEAD = struct.Struct(">BIBQQIIH")  # type, channel ID, then MESSAGE_HEAD
+_CHANNEL_MESSAGE_TYPE: Final = int(FrameType.CHANNEL_MESSAGE)
+CHANNEL_MESSAGE_FRAME_OVERHEAD: Final = MESSAGE_FRAME_OVERHEAD + CHANNEL_ID_SIZE
+CHANNEL_DATAGRAM_HEAD = struct.Struct(">IH")  # channel ID, data length
+CHANNEL_DATAGRAM_OVERHEAD: Final = 1 + CHANNEL_DATAGRAM_HEAD.size
+CHANNEL_VALUE = struct.Struct(">IQ")  # CHANNEL_MAX_DATA, CHANNEL_BLOCKED: channel ID, u64
+CHANNEL_REFUSE_HEAD = struct.Struct(">IBH")  # channel ID, refusal code, reason length
+MAX_CHANNEL_NAME: Final = 255  # CHANNEL_OPEN carries the name's length in one byte
+MAX_CHANNEL_ID: Final = 0xFFFFFFFF
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -159,13 +180,17 @@ class DatagramFrame:
     """An unreliable datagram."""
 
     data: bytes
+    channel: int = 0
+    """0 for the connection's own datagrams (DATAGRAM), else a channel's (CHANNEL_DATAGRAM)."""
 
 
 @attrs.frozen(kw_only=True, slots=True)
 class MaxDataFrame:
-    """The receiver's new flow-control limit (connection-wide message offset)."""
+    """The receiver's new flow-control limit (the message offset of one channel)."""
 
     max_data: int
+    channel: int = 0
+    """0: MAX_DATA for the connection's own messages; else CHANNEL_MAX_DATA."""
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -173,6 +198,39 @@ class BlockedFrame:
     """The sender's next message needs ``needed_max_data`` (like QUIC's DATA_BLOCKED, RFC 9000 §19.12)."""
 
     needed_max_data: int
+    channel: int = 0
+    """0: BLOCKED for the connection's own messages; else CHANNEL_BLOCKED."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ChannelOpenFrame:
+    """The sender opens channel ``channel`` named ``name`` and waits for ACCEPT or REFUSE."""
+
+    channel: int
+    name: bytes
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ChannelAcceptFrame:
+    """The receiver of CHANNEL_OPEN accepted the channel."""
+
+    channel: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ChannelRefuseFrame:
+    """The receiver of CHANNEL_OPEN refused the channel; ``reason`` says why."""
+
+    channel: int
+    code: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ChannelCloseFrame:
+    """The sender is done with the channel: everything it sent on it was acknowledged."""
+
+    channel: int
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -229,7 +287,12 @@ Frame = (
     | CloseFrame
     | PingFrame
     | HandshakeDoneFrame
+    | ChannelOpenFrame
+    | ChannelAcceptFrame
+    | ChannelRefuseFrame
+    | ChannelCloseFrame
 )
+CHANNEL_CONTROL_FRAMES: Final = (ChannelOpenFrame, ChannelAcceptFrame, ChannelRefuseFrame, ChannelCloseFrame)
 
 PING = PingFrame()
 HANDSHAKE_DONE = HandshakeDoneFrame()
@@ -259,8 +322,24 @@ def encode_ack(ranges: Sequence[range], ack_delay: float) -> bytes:
     return b"".join(parts)
 
 
+def fragment_frame_overhead(fragment: Fragment) -> int:
+    """Bytes of ``fragment``'s frame besides its data (MESSAGE or CHANNEL_MESSAGE)."""
+    return CHANNEL_MESSAGE_FRAME_OVERHEAD if fragment.channel else MESSAGE_FRAME_OVERHEAD
+
+
 def encode_fragment_head(fragment: Fragment) -> bytes:
-    """The fixed part of ``fragment``'s MESSAGE frame; ``fragment.data`` follows it."""
+    """The fixed part of ``fragment``'s MESSAGE (or CHANNEL_MESSAGE) frame; ``fragment.data`` follows it."""
+    if fragment.channel:
+        return _CHANNEL_MESSAGE_FRAME_HEAD.pack(
+            _CHANNEL_MESSAGE_TYPE,
+            fragment.channel,
+            1 if fragment.ordered else 0,
+            fragment.sequence,
+            fragment.flow_offset,
+            fragment.message_length,
+            fragment.offset,
+            len(fragment.data),
+        )
     return _MESSAGE_FRAME_HEAD.pack(
         _MESSAGE_TYPE,
         1 if fragment.ordered else 0,
@@ -299,6 +378,32 @@ def encode_path_response(token: bytes) -> bytes:
 def encode_close(error_code: int, reason: str) -> bytes:
     raw = reason.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
     return bytes((FrameType.CLOSE,)) + CLOSE_HEAD.pack(error_code, len(raw)) + raw
+
+
+def encode_channel_datagram(channel: int, data: bytes) -> bytes:
+    return bytes((FrameType.CHANNEL_DATAGRAM,)) + CHANNEL_DATAGRAM_HEAD.pack(channel, len(data)) + data
+
+
+def encode_channel_value(frame_type: FrameType, channel: int, value: int) -> bytes:
+    """CHANNEL_MAX_DATA or CHANNEL_BLOCKED."""
+    return bytes((frame_type,)) + CHANNEL_VALUE.pack(channel, value)
+
+
+def encode_channel_open(channel: int, name: bytes) -> bytes:
+    return bytes((FrameType.CHANNEL_OPEN,)) + CHANNEL_ID.pack(channel) + bytes((len(name),)) + name
+
+
+def encode_channel_accept(channel: int) -> bytes:
+    return bytes((FrameType.CHANNEL_ACCEPT,)) + CHANNEL_ID.pack(channel)
+
+
+def encode_channel_refuse(channel: int, code: int, reason: str) -> bytes:
+    raw = reason.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
+    return bytes((FrameType.CHANNEL_REFUSE,)) + CHANNEL_REFUSE_HEAD.pack(channel, code, len(raw)) + raw
+
+
+def encode_channel_close(channel: int) -> bytes:
+    return bytes((FrameType.CHANNEL_CLOSE,)) + CHANNEL_ID.pack(channel)
 
 
 ENCODED_PING = bytes((FrameType.PING,))
@@ -396,8 +501,92 @@ def parse_frames_untrusted(payload: bytes) -> list[Frame]:
                 frames.append(CloseFrame(error_code=code, reason=reason))
             elif ftype == FrameType.HANDSHAKE_DONE:
                 frames.append(HANDSHAKE_DONE)
+            elif FrameType.CHANNEL_OPEN <= ftype <= FrameType.CHANNEL_BLOCKED:
+                pos = _parse_channel_frame_untrusted(ftype, payload, view, pos, frames)
             else:
                 raise BadPacket(f"unknown frame type {ftype:#x}")
     except struct.error as exc:
         raise BadPacket(f"truncated frame: {exc}") from None
     return frames
+
+
+def _parse_channel_frame_untrusted(
+    ftype: int, payload: bytes, view: memoryview, pos: int, frames: list[Frame]
+) -> int:
+    """Decode one CHANNEL_* frame whose type byte ends at ``pos``; return the position after it.
+
+    Raises BadPacket (or struct.error, which the caller turns into BadPacket)."""
+    end = len(payload)
+    if ftype == FrameType.CHANNEL_MESSAGE:
+        channel, flags, seq, flow, mlen, off, dlen = _CHANNEL_MESSAGE_FRAME_HEAD.unpack_from(
+            payload, pos - 1
+        )[1:]
+        pos += CHANNEL_ID_SIZE + MESSAGE_HEAD.size
+        if pos + dlen > end:
+            raise BadPacket("CHANNEL_MESSAGE frame data runs past the packet")
+        if flags & ~1:
+            raise BadPacket(f"CHANNEL_MESSAGE frame has unknown flags {flags:#x}")
+        _check_channel_id(channel)
+        frames.append(
+            Fragment(
+                ordered=bool(flags & 1),
+                sequence=seq,
+                flow_offset=flow,
+                message_length=mlen,
+                offset=off,
+                data=bytes(view[pos : pos + dlen]),
+                channel=channel,
+            )
+        )
+        return int(pos + dlen)
+    if ftype == FrameType.CHANNEL_DATAGRAM:
+        channel, dlen = CHANNEL_DATAGRAM_HEAD.unpack_from(payload, pos)
+        dlen = int(dlen)
+        pos += CHANNEL_DATAGRAM_HEAD.size
+        if pos + dlen > end:
+            raise BadPacket("CHANNEL_DATAGRAM frame runs past the packet")
+        _check_channel_id(channel)
+        frames.append(DatagramFrame(data=bytes(view[pos : pos + dlen]), channel=channel))
+        return pos + dlen
+    if ftype == FrameType.CHANNEL_MAX_DATA or ftype == FrameType.CHANNEL_BLOCKED:
+        channel, value = CHANNEL_VALUE.unpack_from(payload, pos)
+        _check_channel_id(channel)
+        if ftype == FrameType.CHANNEL_MAX_DATA:
+            frames.append(MaxDataFrame(max_data=value, channel=channel))
+        else:
+            frames.append(BlockedFrame(needed_max_data=value, channel=channel))
+        return pos + CHANNEL_VALUE.size
+    if ftype == FrameType.CHANNEL_OPEN:
+        (channel,) = CHANNEL_ID.unpack_from(payload, pos)
+        pos += CHANNEL_ID_SIZE
+        if pos >= end:
+            raise BadPacket("CHANNEL_OPEN frame truncated")
+        nlen = payload[pos]
+        pos += 1
+        if nlen == 0 or pos + nlen > end:
+            raise BadPacket("CHANNEL_OPEN name is empty or runs past the packet")
+        _check_channel_id(channel)
+        frames.append(ChannelOpenFrame(channel=channel, name=bytes(view[pos : pos + nlen])))
+        return int(pos + nlen)
+    if ftype == FrameType.CHANNEL_REFUSE:
+        channel, code, rlen = CHANNEL_REFUSE_HEAD.unpack_from(payload, pos)
+        pos += CHANNEL_REFUSE_HEAD.size
+        if rlen > MAX_CLOSE_REASON or pos + rlen > end:
+            raise BadPacket("CHANNEL_REFUSE reason runs past the packet")
+        _check_channel_id(channel)
+        reason = bytes(view[pos : pos + rlen]).decode("utf-8", "replace")
+        frames.append(ChannelRefuseFrame(channel=channel, code=code, reason=reason))
+        return int(pos + rlen)
+    # CHANNEL_ACCEPT or CHANNEL_CLOSE
+    (channel,) = CHANNEL_ID.unpack_from(payload, pos)
+    _check_channel_id(channel)
+    if ftype == FrameType.CHANNEL_ACCEPT:
+        frames.append(ChannelAcceptFrame(channel=channel))
+    else:
+        frames.append(ChannelCloseFrame(channel=channel))
+    return pos + CHANNEL_ID_SIZE
+
+
+def _check_channel_id(channel: int) -> None:
+    if channel == 0:
+        raise BadPacket("a CHANNEL_* frame names channel 0 (the connection's own frames carry it)")
