@@ -25,8 +25,9 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "RemoteProtocolError", "ReplicaError", "StorageError", "WouldBlock", "uuid7", "uuid7_unix_ms",
     ],
     "aetherflow_sdk.quantum": [
-        "Channel", "ChannelRefused", "Connection", "ConnectionStatistics", "ConnectionTerminated", "Endpoint",
-        "EndpointCore", "EndpointStatistics", "HandshakeCompleted", "PathMigrated", "QuantumConfig",
+        "Channel", "ChannelRefused", "Connection", "ConnectionClosed", "ConnectionEstablished",
+        "ConnectionStatistics", "ConnectionTerminated", "Endpoint", "EndpointCore", "EndpointEvent",
+        "EndpointStatistics", "HandshakeCompleted", "PathChanged", "PathMigrated", "QuantumConfig",
         "QuantumConnection", "open_endpoint",
     ],
     "aetherflow_sdk.session": [

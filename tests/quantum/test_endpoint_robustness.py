@@ -4,6 +4,7 @@ an exception inside one connection's processing closes only that connection."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -12,6 +13,7 @@ from aetherflow_sdk import ClosedByPeer, ConnectionClosed, LocalProtocolError, q
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.quantum._connection import QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
+from aetherflow_sdk.quantum._events import EventStream
 from aetherflow_sdk.quantum._wire import CloseCode
 
 from ._endpoints import LOOPBACK, echo_forever
@@ -111,6 +113,7 @@ async def test_a_fault_in_one_connection_closes_it_and_leaves_the_other_working(
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(echo_forever, server)
+        events = server.events()
         with trio.fail_after(30):
             sick = await sick_client.connect(server.local_address)
             healthy = await healthy_client.connect(server.local_address)
@@ -144,7 +147,17 @@ async def test_a_fault_in_one_connection_closes_it_and_leaves_the_other_working(
             assert await third.receive() == b"new"
         stats = server.statistics()
         assert stats.internal_errors == 1
+        # The endpoint reported the failure as that connection's close, with the reason.
+        closed = [e async for e in _drain(events) if isinstance(e, quantum.ConnectionClosed)]
+        assert len(closed) == 1 and "injected fault" in closed[0].reason
+        assert closed[0].connection not in server.connections()
+        assert len(server.connections()) == 2
         nursery.cancel_scope.cancel()
+
+
+async def _drain(events: EventStream) -> AsyncIterator[quantum.EndpointEvent]:
+    while events._queue:
+        yield await anext(events)
 
 
 def test_a_connection_that_fails_again_while_closing_is_forgotten() -> None:

@@ -381,7 +381,14 @@ def test_more_parity_than_the_minimum_is_accepted_and_helps() -> None:
 def test_parity_for_loss_follows_the_binomial_tail() -> None:
     # 10+1 repairs a lost packet unless one of the 10 others is lost too: 9.6 % at 1 % loss.
     assert [parity_for_loss(p) for p in (0.0, 0.005, 0.01, 0.02, 0.04, 0.05, 0.10, 0.5)] == [
-        1, 1, 1, 2, 2, 3, 3, 3,
+        1,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        3,
     ]
 
 

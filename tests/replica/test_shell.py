@@ -15,9 +15,7 @@ from aetherflow_sdk.replica import Replica, ReplicaSync
 from .conftest import make_replica
 
 
-async def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, *syncs: ReplicaSync
-) -> None:
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str, *syncs: ReplicaSync) -> None:
     """Re-check ``condition`` each time one of ``syncs`` processes something; fail after ``timeout``."""
     with anyio.fail_after(timeout):
         while True:

@@ -27,18 +27,28 @@ from aetherflow_sdk.quantum._connection import (
 )
 from aetherflow_sdk.quantum._endpoint import Connection, Endpoint, open_endpoint
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
+from aetherflow_sdk.quantum._events import (
+    ConnectionClosed,
+    ConnectionEstablished,
+    EndpointEvent,
+    PathChanged,
+)
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
 __all__ = [
     "Channel",
     "ChannelRefused",
     "Connection",
+    "ConnectionClosed",
+    "ConnectionEstablished",
     "ConnectionStatistics",
     "ConnectionTerminated",
     "Endpoint",
     "EndpointCore",
+    "EndpointEvent",
     "EndpointStatistics",
     "HandshakeCompleted",
+    "PathChanged",
     "PathMigrated",
     "QuantumConfig",
     "QuantumConnection",

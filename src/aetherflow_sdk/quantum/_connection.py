@@ -362,6 +362,12 @@ class QuantumConnection(PacketOutput):
                 )
             )
 
+    def fail(self, error: ConnectionClosed) -> None:
+        """Close at once without telling the peer: the endpoint gave up on this connection."""
+        self._fail(error)
+        if self.state is not ConnectionState.CLOSED:
+            self._set_state(ConnectionEvent.FAILED)
+
     # ------------------------------------------------------------------ input
 
     def receive_datagram(

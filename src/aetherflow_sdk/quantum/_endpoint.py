@@ -7,6 +7,10 @@ datagram into the core, fires expired timers, and sleeps until the next timer
 or the next datagram. Application calls (``send``, ``receive`` ...) act on the
 core directly and push any resulting packets out at once, so a message leaves
 without waiting for the background task to be scheduled.
+
+After each batch, the connections the core reports changed (``take_changed()``)
+have their events turned into the endpoint's event stream (``events()``), and a
+connection that closed is forgotten: the endpoint holds only live connections.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from aetherflow_sdk._uuid7 import uuid7
 from aetherflow_sdk.quantum import _channel_shell
 from aetherflow_sdk.quantum._channel_shell import Channel
 from aetherflow_sdk.quantum._config import QuantumConfig
-from aetherflow_sdk.quantum._connection import Address, QuantumConnection
+from aetherflow_sdk.quantum._connection import Address, HandshakeCompleted, PathMigrated, QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore, check_address, check_peer_id
+from aetherflow_sdk.quantum._events import ConnectionClosed as ConnectionClosedEvent
+from aetherflow_sdk.quantum._events import ConnectionEstablished, EventHub, EventStream, PathChanged
 from aetherflow_sdk.quantum._states import CAN_SEND_DATA, HANDSHAKING, OPEN
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
@@ -123,7 +129,11 @@ class Endpoint:
         self._sleep_scope: anyio.CancelScope | None = None
         self._sleep_until = math.inf  # the core timer the background task sleeps until
         self._closed = False
+        # Every connection the application can see (dialled, or established inbound), by local
+        # connection ID; dropped when the connection closes.
         self._wrappers: dict[bytes, Connection] = {}
+        self._event_hub = EventHub()
+        self._membership = anyio.Event()  # set when a connection is established inbound or forgotten
 
     # -------------------------------------------------------------- public API
 
@@ -173,8 +183,35 @@ class Endpoint:
             while self._core.accepted:
                 core_connection = self._core.accepted.popleft()
                 if core_connection.is_established:
-                    return self._wrap(core_connection)
-            await self._wait_change()
+                    wrapper = self._wrappers.get(core_connection.local_cid)
+                    if wrapper is None:
+                        self._connection_changed(core_connection)  # wraps it, announces it
+                        wrapper = self._wrappers[core_connection.local_cid]
+                    return wrapper
+            await self._wait_membership()
+
+    def connections(self) -> tuple[Connection, ...]:
+        """The live connections, in the order they were established.
+
+        A connection is listed from its handshake (inbound ones even before ``accept()``
+        returns them) until it closes; closed connections are forgotten.
+        """
+        return tuple(c for c in self._wrappers.values() if c._listed)
+
+    def events(self) -> EventStream:
+        """The events of every connection from this call on, as an async iterator::
+
+            async for event in endpoint.events():
+                match event:
+                    case quantum.ConnectionEstablished(connection=conn): ...
+                    case quantum.PathChanged(old=old, new=new): ...
+                    case quantum.ConnectionClosed(reason=reason): ...
+
+        Each call returns a new stream that sees every event; it ends when the endpoint
+        closes. A stream nobody reads keeps the last ``EVENT_BUFFER`` events (``dropped``
+        counts the rest); drop the stream to stop collecting.
+        """
+        return self._event_hub.subscribe()
 
     def set_channel_filter(self, channel_filter: Callable[[bytes, bytes], bool] | None) -> None:
         """Decide which channels peers may open: ``channel_filter(peer_id, name) -> accept?``.
@@ -202,9 +239,11 @@ class Endpoint:
         self._flush()
         with anyio.move_on_after(CLOSE_GRACE):
             while any(c._core.state in OPEN for c in self._wrappers.values()):
-                await self._wait_change()
+                await self._wait_membership()
         self._closed = True
+        self._event_hub.close()
         self._notify()
+        self._membership_changed()
 
     # -------------------------------------------------------------- internals
 
@@ -216,6 +255,58 @@ class Endpoint:
         wrapper = Connection(self, core_connection)
         self._wrappers[core_connection.local_cid] = wrapper
         return wrapper
+
+    def _dispatch(self) -> None:
+        """Pass on what changed in the core's connections: events, and forgetting the closed."""
+        for core_connection in self._core.take_changed():
+            self._connection_changed(core_connection)
+
+    def _connection_changed(self, core: QuantumConnection) -> None:
+        cid = core.local_cid
+        connection = self._wrappers.get(cid)
+        if connection is None:
+            if not core.is_established:  # an inbound handshake, or one that ended before it finished
+                if core.state not in HANDSHAKING:
+                    while core.next_event() is not None:
+                        pass
+                return
+            connection = self._wrap(core)  # inbound, established: visible before accept()
+            self._membership_changed()
+        publish = self._event_hub.publish
+        while (event := core.next_event()) is not None:
+            if isinstance(event, HandshakeCompleted) and not connection._listed and core.state in OPEN:
+                connection._listed = True
+                connection._address = core.peer_address
+                publish(
+                    ConnectionEstablished(
+                        connection=connection,
+                        peer_id=event.peer_id,
+                        address=core.peer_address,
+                        inbound=not core.is_client,
+                    )
+                )
+            elif (
+                isinstance(event, PathMigrated)
+                and connection._listed
+                and event.address != connection._address
+            ):
+                old, connection._address = connection._address, event.address
+                publish(PathChanged(connection=connection, old=old, new=event.address))
+        if connection._listed and core.state not in OPEN:
+            connection._listed = False
+            error = connection._error()
+            publish(ConnectionClosedEvent(connection=connection, reason=str(error), error=error))
+        if core.is_closed or cid not in self._core.connections:
+            self._wrappers.pop(cid, None)
+            self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        self._membership.set()
+        self._membership = anyio.Event()
+
+    async def _wait_membership(self) -> None:
+        """Wait until a connection is established inbound or forgotten, or the endpoint closes."""
+        await self._membership.wait()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -234,6 +325,7 @@ class Endpoint:
         if self._backlog:
             self._drain_backlog()
             if self._backlog:
+                self._dispatch()
                 return
         now = anyio.current_time()
         while True:
@@ -244,7 +336,8 @@ class Endpoint:
             if sent < len(out):
                 self._backlog.extend(out[sent:])
                 self._kick()
-                return
+                break
+        self._dispatch()
 
     def _drain_backlog(self) -> None:
         del self._backlog[: self._send_all(self._backlog)]
@@ -371,6 +464,8 @@ class Connection:
     def __init__(self, endpoint: Endpoint, core: QuantumConnection) -> None:
         self._endpoint = endpoint
         self._core = core
+        self._listed = False  # between its ConnectionEstablished and ConnectionClosed events
+        self._address = core.peer_address  # as last announced (PathChanged's ``old``)
 
     @property
     def peer_id(self) -> bytes:
@@ -463,6 +558,7 @@ class Connection:
         core = self._core
         core.close(anyio.current_time())
         self._endpoint._after_app_action(core)
+        self._endpoint._connection_changed(core)
         while core.state in CAN_SEND_DATA:
             await self._endpoint._wait_change()
         await anyio.lowlevel.checkpoint()
@@ -473,6 +569,7 @@ class Connection:
             raise LocalProtocolError(f"abort() reason must be a str, not {type(reason).__name__}")
         self._core.abort(anyio.current_time(), reason=reason)
         self._endpoint._after_app_action(self._core)
+        self._endpoint._connection_changed(self._core)
 
     async def __aenter__(self) -> Connection:
         return self

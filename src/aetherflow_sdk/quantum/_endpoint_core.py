@@ -20,9 +20,10 @@ import os
 import random
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Final
 
-from aetherflow_sdk._errors import BadPacket, LocalProtocolError
+from aetherflow_sdk._errors import BadPacket, ClosedLocally, LocalProtocolError
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
@@ -115,6 +116,9 @@ class EndpointCore:
         self.accepted: deque[QuantumConnection] = deque()
         self._awaiting_accept: set[bytes] = set()
         self._dirty: set[bytes] = set()
+        # Connections whose state the network or a timer changed since take_changed(): the shell
+        # wakes only the tasks waiting on these and reads their events.
+        self._changed: dict[bytes, QuantumConnection] = {}
         self._datagrams_received = 0
         self._datagrams_sent = 0
         self._bytes_received = 0
@@ -159,6 +163,7 @@ class EndpointCore:
         if connection is None:
             self._unknown += 1
             return None
+        self._changed[connection.local_cid] = connection
         try:
             connection.receive_datagram(data, address, now, header)
         except Exception as exc:  # one connection's bug must not stop the endpoint
@@ -266,6 +271,7 @@ class EndpointCore:
         for cid, connection in list(self.connections.items()):
             timer = connection.get_timer()
             if timer is not None and now >= timer:
+                self._changed[cid] = connection
                 try:
                     connection.handle_timer(now)
                 except Exception as exc:
@@ -284,6 +290,7 @@ class EndpointCore:
             connection = self.connections.get(cid)
             if connection is None:
                 continue
+            state = connection.state
             try:
                 batch = connection.datagrams_to_send(now)
             except Exception as exc:
@@ -292,6 +299,8 @@ class EndpointCore:
             if batch:
                 out.extend(batch)
                 self._dirty.add(cid)  # it may have more once the socket drains
+            if connection.state is not state:
+                self._changed[cid] = connection
             if connection.is_closed:
                 self._forget(connection)
         self._datagrams_sent += len(out)
@@ -307,6 +316,7 @@ class EndpointCore:
         """
         self._internal_errors += 1
         cid = connection.local_cid
+        self._changed[cid] = connection
         reason = f"internal error: {type(exc).__name__}: {exc}"
         logger.error(
             "Quantum connection %s failed inside the endpoint and is closed: %s",
@@ -323,7 +333,27 @@ class EndpointCore:
             else:
                 self._dirty.add(cid)  # the CLOSE goes out with the next output
                 return
+        with suppress(Exception):  # forgotten below either way
+            connection.fail(
+                ClosedLocally(
+                    f"connection closed after a failure inside this endpoint: {reason}",
+                    error_code=CloseCode.INTERNAL_ERROR,
+                    reason=reason,
+                )
+            )
         self._forget(connection)
+
+    def take_changed(self) -> list[QuantumConnection]:
+        """The connections that input, timers or output changed since the last call.
+
+        Each may have messages to take, room to send, new events (``next_event()``) or a new
+        state. A shell calls this once per loop turn (the list holds connections until then).
+        """
+        if not self._changed:
+            return []
+        changed = list(self._changed.values())
+        self._changed = {}
+        return changed
 
     def _forget(self, connection: QuantumConnection) -> None:
         self.connections.pop(connection.local_cid, None)

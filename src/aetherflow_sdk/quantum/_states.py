@@ -11,7 +11,7 @@ reported as one clear LocalProtocolError naming both.
     server: HELLO_SENT --finish--> ESTABLISHED
     ESTABLISHED --close--> SHUTTING_DOWN --all_delivered--> CLOSING --drained--> CLOSED
     any open state --abort--> CLOSING;  --peer_closed--> DRAINING --drained--> CLOSED
-    any state but CLOSED --timeout--> CLOSED
+    any state but CLOSED --timeout--> CLOSED;  --failed--> CLOSED (the endpoint gave up on it)
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class ConnectionEvent(enum.Enum):
     ABORT = "abort"
     PEER_CLOSED = "peer_closed"
     TIMEOUT = "timeout"
+    FAILED = "failed"  # its processing kept raising: the endpoint drops it without a word
     DRAINED = "drained"
 
 
@@ -69,6 +70,7 @@ TRANSITIONS: dict[tuple[ConnectionState, ConnectionEvent], ConnectionState] = {
     (S.CLOSING, E.DRAINED): S.CLOSED,
     (S.DRAINING, E.DRAINED): S.CLOSED,
     **{(state, E.TIMEOUT): S.CLOSED for state in ConnectionState if state is not S.CLOSED},
+    **{(state, E.FAILED): S.CLOSED for state in ConnectionState if state is not S.CLOSED},
 }
 
 HANDSHAKING = frozenset({S.INITIAL_SENT, S.HELLO_SENT})
