@@ -138,7 +138,9 @@ def test_resume_checks_secret_and_holder_and_rotates_secret() -> None:
     resumed, new_secret = manager.resume(sid, secret, holder=b"\x01" * 32, connection_id="c2", now=T0 + 2)
     assert resumed.state is SessionState.ACTIVE and resumed.connection_id == "c2"
     assert new_secret != secret
-    with pytest.raises(AuthError):  # each secret works once
+    # Once the client is heard on the new connection it holds the new secret: the old one is dead.
+    manager.touch(sid, T0 + 2.5)
+    with pytest.raises(AuthError):
         manager.resume(sid, secret, holder=b"\x01" * 32, connection_id="c3", now=T0 + 3)
     # A secret is bound to its session: presenting it for another one fails.
     other = create_session(manager, connection_id="c9")

@@ -78,7 +78,8 @@ class SessionAccept:
     ttl: float
     """Seconds without a heartbeat after which the server closes the session."""
     secret: bytes
-    """Resumption secret (32 bytes) for the next reconnect; each works once."""
+    """Resumption secret (32 bytes) for the next reconnect; it supersedes the one just used
+    (which stays valid only until we are heard on this connection, or a short grace period)."""
     resumed: bool
     """True if an existing session was resumed."""
 

@@ -82,6 +82,11 @@ class _ExpiredBatch:
         self.at = at
 
 
+# Heard from the client on its (resumed) connection: it holds the newest secret, so the
+# previous one is retired.
+_CONFIRMED_FIELDS: dict[str, object] = {"previous_resumption_hash": None, "previous_valid_until": 0.0}
+
+
 def resumption_hash(session_id: uuid.UUID, secret: bytes) -> bytes:
     """What is stored instead of a resumption secret: BLAKE2b keyed by the secret, over the session ID.
 
@@ -133,6 +138,7 @@ class SessionManager:
         self._pending_events = 0  # events in _events (a batch holds many)
         self._by_state = dict.fromkeys(SessionState, 0)
         self._created = self._resumed = self._expired = self._closed = self._restored = 0
+        self._resumed_with_previous = 0
 
     # -- lookups (O(1)) ------------------------------------------------------------------------------
 
@@ -168,6 +174,7 @@ class SessionManager:
             by_state={s: n for s, n in self._by_state.items() if s is not SessionState.CLOSED},
             created=self._created,
             resumed=self._resumed,
+            resumed_with_previous_secret=self._resumed_with_previous,
             expired=self._expired,
             closed=self._closed,
             restored=self._restored,
@@ -270,7 +277,7 @@ class SessionManager:
         """The holder is alive: the TTL restarts. Returns the seconds left before the session expires."""
         session = self._require(session_id)
         expires_at = max(session.expires_at, now + self.config.ttl)
-        session = self._change(session, Trigger.HEARTBEAT, now, expires_at=expires_at)
+        session = self._change(session, Trigger.HEARTBEAT, now, expires_at=expires_at, **_CONFIRMED_FIELDS)
         if expires_at - self._persisted_expiry.get(session_id.int, 0.0) > self.config.persist_slack:
             self._persist(session)
         return max(0.0, session.deadline - now)
@@ -279,7 +286,9 @@ class SessionManager:
         """An application message arrived: activity (IDLE -> ACTIVE), which also proves liveness."""
         session = self._require(session_id)
         expires_at = max(session.expires_at, now + self.config.ttl)
-        return self._change(session, Trigger.ACTIVITY, now, last_activity=now, expires_at=expires_at)
+        return self._change(
+            session, Trigger.ACTIVITY, now, last_activity=now, expires_at=expires_at, **_CONFIRMED_FIELDS
+        )
 
     def detach(self, session_id: uuid.UUID, now: float) -> Session:
         """The connection ended without a session close: keep the session for resumption until its TTL."""
@@ -297,7 +306,13 @@ class SessionManager:
     ) -> tuple[Session, bytes]:
         """Move a session to a new connection, proven by its resumption secret.
 
-        Returns the session (ACTIVE) and a *new* secret: each secret works once.
+        Returns the session (ACTIVE) and a *new* secret. The secret used stays valid
+        (as the *previous* one) until the client is heard on the new connection
+        (:meth:`heartbeat`, :meth:`touch`: it got the new secret) or for
+        ``config.resumption_grace`` seconds, whichever comes first: if the ``accept``
+        carrying the new secret is lost, the client resumes with what it holds.
+        Resuming with the previous secret does not extend its window.
+
         Raises :class:`AuthError` (``unknown_session``) if there is no such live
         session or the secret is wrong (the two are not told apart), and
         ``wrong_holder`` if another node presents it.
@@ -310,7 +325,16 @@ class SessionManager:
                 " open a new one with a token",
                 reason="unknown_session",
             )
-        if not hmac.compare_digest(session.resumption_hash, resumption_hash(session_id, secret)):
+        presented = resumption_hash(session_id, secret)
+        current = hmac.compare_digest(session.resumption_hash, presented)
+        previous = session.previous_resumption_hash
+        with_previous = (
+            not current
+            and previous is not None
+            and now < session.previous_valid_until
+            and hmac.compare_digest(previous, presented)
+        )
+        if not current and not with_previous:
             raise AuthError(
                 f"the resumption secret for session {session_id} is wrong; open a new session with a token",
                 reason="unknown_session",
@@ -328,6 +352,13 @@ class SessionManager:
         if old_connection is not None:
             self._by_connection.pop(old_connection, None)
         self._by_connection[connection_id] = key
+        if current:
+            # The secret just used becomes the previous one, for a lost accept.
+            previous, valid_until = session.resumption_hash, now + self.config.resumption_grace
+        else:
+            # The last accept never arrived: the previous secret keeps its window, no longer.
+            previous, valid_until = session.previous_resumption_hash, session.previous_valid_until
+            self._resumed_with_previous += 1
         session = self._change(
             session,
             Trigger.RESUME,
@@ -336,6 +367,8 @@ class SessionManager:
             last_activity=now,
             expires_at=max(session.expires_at, now + self.config.ttl),
             resumption_hash=resumption_hash(session_id, new_secret),
+            previous_resumption_hash=previous,
+            previous_valid_until=valid_until,
         )
         self._resumed += 1
         self._persist(session)

@@ -41,6 +41,10 @@ class SessionConfig:
     """Width of a timer-wheel bucket: timers fire at most this late. Coarser is cheaper per sweep."""
     max_events: int = attrs.field(default=1_000_000, validator=attrs.validators.ge(1))
     """State-change events kept for :meth:`SessionManager.next_event`; beyond it the oldest are dropped."""
+    resumption_grace: float = attrs.field(default=60.0, validator=_positive)
+    """After a resumption the secret it used stays valid this long, or until the client is heard on
+    the resumed connection (which proves it got the new one): an ``accept`` lost on the wire must
+    not leave the client holding a dead secret. A stolen old secret is no good after it."""
     persist_slack: float = attrs.field(default=15.0, validator=attrs.validators.ge(0))
     """A heartbeat rewrites the stored expiry only when it moved by more than this, so that
     100k heartbeating sessions do not mean 100k disk writes per interval. After a restart a
@@ -86,6 +90,11 @@ class Session:
     """The token's ``exp``: the session never outlives its token."""
     resumption_hash: bytes
     """Keyed BLAKE2b of the current resumption secret; the secret itself is never stored."""
+    previous_resumption_hash: bytes | None = None
+    """Keyed BLAKE2b of the secret the last resumption used, still accepted until
+    ``previous_valid_until`` unless the client has been heard since (then None)."""
+    previous_valid_until: float = 0.0
+    """Unix time after which ``previous_resumption_hash`` no longer resumes the session."""
 
     @property
     def deadline(self) -> float:
@@ -125,6 +134,8 @@ class SessionManagerStatistics:
     """Sessions created."""
     resumed: int
     """Successful resumptions."""
+    resumed_with_previous_secret: int
+    """Resumptions proven with the previous secret: the client never got the last ``accept``."""
     expired: int
     """Sessions closed by their TTL, their token's expiry or the handshake timeout."""
     closed: int

@@ -129,6 +129,13 @@ _COLUMNS: dict[str, Any] = {
     "expires_at": float,
     "not_after": float,
     "resumption_hash": bytes,
+    "previous_resumption_hash": bytes,
+    "previous_valid_until": float,
+}
+# Columns added after the first release, with the value an older row gets.
+_ADDED_COLUMNS: dict[str, tuple[Any, object]] = {
+    "previous_resumption_hash": (bytes, None),
+    "previous_valid_until": (float, 0.0),
 }
 
 
@@ -151,6 +158,11 @@ class SqliteSessionStore:
         table = self._db.table(_TABLE)
         if not table.exists():
             table.create(_COLUMNS, pk="session_id")
+        else:
+            present = set(table.columns_dict)
+            for name, (kind, default) in _ADDED_COLUMNS.items():
+                if name not in present:  # a store written before this column existed
+                    table.add_column(name, kind, not_null_default=default)
         revoked = self._db.table(_REVOKED_TABLE)
         if not revoked.exists():
             revoked.create({"token_id": str, "until": float}, pk="token_id")
@@ -223,6 +235,8 @@ def _row(session: Session) -> tuple[object, ...]:
         session.expires_at,
         session.not_after,
         session.resumption_hash,
+        session.previous_resumption_hash,
+        session.previous_valid_until,
     )
 
 
@@ -274,4 +288,10 @@ def _parse_row(values: dict[str, Any]) -> Session:
         expires_at=_time(values, "expires_at"),
         not_after=_time(values, "not_after"),
         resumption_hash=_blob(values, "resumption_hash", RESUMPTION_HASH_LENGTH),
+        previous_resumption_hash=(
+            None
+            if values["previous_resumption_hash"] is None
+            else _blob(values, "previous_resumption_hash", RESUMPTION_HASH_LENGTH)
+        ),
+        previous_valid_until=_time(values, "previous_valid_until"),
     )
