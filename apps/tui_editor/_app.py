@@ -222,6 +222,7 @@ class EditorApp(App[None]):
         self.sub_title = self.document.name
         self.editor.focus()
         self._publish_presence()
+        self._show_remote_cursors()
         self._refresh_panels()
         self.run_worker(self._follow_peers(), exclusive=True, group="peers")
         if self.model.read_only:
