@@ -22,6 +22,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static, TextArea
 
@@ -121,7 +122,7 @@ class ShareScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     ShareScreen { align: center middle; }
     ShareScreen > Vertical {
-        width: 90%; height: auto; border: thick $accent; background: $surface; padding: 1 2;
+        width: 100%; height: auto; border: thick $accent; background: $surface; padding: 0 1;
     }
     ShareScreen .ticket { height: auto; margin-bottom: 1; }
     """
@@ -246,6 +247,8 @@ class EditorApp(App[None]):
 
     def _pump(self) -> None:
         self._pump_scheduled = False
+        if not self.is_running:
+            return
         if self.editor.apply_pending():
             self._show_remote_cursors()
             self._refresh_status()
@@ -253,9 +256,12 @@ class EditorApp(App[None]):
     async def _follow_peers(self) -> None:
         while True:
             await self.document.wait_activity()
-            self._pump()
-            self._show_remote_cursors()
-            self._refresh_panels()
+            try:
+                self._pump()
+                self._show_remote_cursors()
+                self._refresh_panels()
+            except NoMatches:
+                return  # the app is closing: its widgets are gone
 
     def _show_remote_cursors(self) -> None:
         self.editor.set_remote_cursors(self.model.remote_cursors(self.document.presence_peers()))

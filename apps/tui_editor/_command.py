@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import hashlib
 import os
 from pathlib import Path
+
+import attrs
 
 from aetherflow_node._cli import Subcommand
 from aetherflow_sdk import LocalProtocolError
 
 DEFAULT_LISTEN = ("0.0.0.0", 0)
-
-
-def _default_data_dir() -> Path:
-    from aetherflow_node._share import default_data_dir
-
-    return default_data_dir() / "editor"
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,26 +39,21 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         action="append",
         default=[],
-        help="an address of the ticket's owner to try before the ticket's own (repeatable)",
+        help="a node to connect to (repeatable); tickets carry their owner's addresses already",
     )
     parser.add_argument("--relay", metavar="HOST:PORT", help="reach peers through a relay (not yet)")
+    parser.add_argument("--no-lan", action="store_true", help="do not look for peers on the LAN (mDNS)")
     parser.add_argument(
         "--listen", metavar="HOST:PORT", default=None, help="where peers reach you (0.0.0.0:0)"
     )
     parser.add_argument(
-        "--data", type=Path, default=None, help="data directory (default $AETHERFLOW_HOME/editor)"
+        "--data", type=Path, default=None, help="the node's data directory (~/.local/share/aetherflow)"
     )
     parser.add_argument("--wrap", action="store_true", help="start with soft wrap on")
 
 
 def _looks_like_path(target: str) -> bool:
     return os.sep in target or Path(target).exists() or bool(Path(target).suffix)
-
-
-def document_id_for(path: Path) -> str:
-    """The document a file maps to: the same absolute path, the same document."""
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:20]
-    return f"file-{digest}"
 
 
 def read_text_file(path: Path) -> str:
@@ -86,79 +76,65 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from aetherflow_node._share import parse_address
-    from aetherflow_sdk.session import InvalidTicket, Ticket
 
-    if args.relay is not None:
-        raise LocalProtocolError(
-            "--relay: relays are not available in this version yet; use a ticket (--join) "
-            "with a direct address, or --peer HOST:PORT"
-        )
-    ticket = None
-    if args.join is not None:
-        try:
-            ticket = Ticket.parse(args.join)
-        except InvalidTicket as exc:
-            raise LocalProtocolError(f"--join: {exc}") from None
-    elif args.peer:
-        raise LocalProtocolError("--peer needs --join TICKET: the ticket is what lets you in")
-    if args.target is None and ticket is None:
+    if args.target is None and args.join is None:
         raise LocalProtocolError("give a file to edit, a document name, or --join TICKET")
+    if args.join is not None and not args.join.strip().startswith("af1"):
+        raise LocalProtocolError("--join takes a ticket (it starts with 'af1'); ask its owner to press F2")
     peers = [parse_address(text) for text in args.peer]
     listen = DEFAULT_LISTEN
     if args.listen:  # port 0 (any free port) is fine here
         host, _, port = args.listen.rpartition(":")
         listen = parse_address(args.listen) if port != "0" else (host.strip("[]") or "0.0.0.0", 0)
-    data_dir: Path = args.data if args.data is not None else _default_data_dir()
-    if data_dir.exists() and not data_dir.is_dir():
-        raise LocalProtocolError(f"--data {data_dir} is a file; give a directory")
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LocalProtocolError(f"cannot use --data {data_dir}: {exc.strerror or exc}") from None
-
     path: Path | None = None
-    seed: str | None = None
-    if args.target is not None and (ticket is not None or _looks_like_path(args.target)):
+    seed = ""
+    if args.target is not None and (args.join is not None or _looks_like_path(args.target)):
         path = Path(args.target)
-        if ticket is None:
+        if args.join is None:
             seed = read_text_file(path)
-    if ticket is not None:
-        doc_id, label = ticket.document, path.name if path else ticket.document
-    elif path is not None:
-        doc_id, label = document_id_for(path), path.name
-    else:
-        doc_id = label = args.target
     user = args.name or getpass.getuser() or "me"
-    asyncio.run(_edit(doc_id, label, user, data_dir, listen, ticket, peers, seed, path, args.wrap))
+    opened = _Opening(ticket=args.join, path=path, name=None if path else args.target, seed=seed, user=user)
+    asyncio.run(_edit(opened, args.data, listen, peers, args.relay, not args.no_lan, args.wrap))
     return 0
 
 
+@attrs.frozen(kw_only=True)
+class _Opening:
+    """What to open: a ticket, a file (with its text), or a document by name."""
+
+    ticket: str | None
+    path: Path | None
+    name: str | None
+    seed: str
+    user: str
+
+
 async def _edit(
-    doc_id: str,
-    label: str,
-    user: str,
-    data_dir: Path,
+    opening: _Opening,
+    data_dir: Path | None,
     listen: tuple[str, int],
-    ticket: object,
     peers: list[tuple[str, int]],
-    seed: str | None,
-    path: Path | None,
+    relay: str | None,
+    discovery: bool,
     wrap: bool,
 ) -> None:
+    from aetherflow_node import open_node
     from tui_editor._app import EditorApp
-    from tui_editor._direct import open_direct_peer
+    from tui_editor._nodeport import NodeDocument, open_file_document
 
-    async with open_direct_peer(
-        doc_id=doc_id,
-        label=label,
-        user=user,
-        data_dir=data_dir,
-        listen=listen,
-        join=ticket,  # type: ignore[arg-type]
-        peers=peers,
-        seed=seed,
-    ) as peer:
-        app = EditorApp(document=peer, node=peer, user=user, path=path, soft_wrap=wrap)
+    async with open_node(
+        data_dir=data_dir, name=opening.user, listen=listen, discovery=discovery, peers=peers, relay=relay
+    ) as node:
+        if opening.ticket is not None:
+            document = await node.open_document(opening.ticket)  # joined: nothing imported, nothing doubled
+        elif opening.path is not None:
+            document = await open_file_document(node, opening.path, opening.seed)
+        else:
+            assert opening.name is not None
+            document = await node.open_document(opening.name)
+        label = opening.path.name if opening.path is not None else document.name
+        port = NodeDocument(node, document, label=label)
+        app = EditorApp(document=port, node=port, user=opening.user, path=opening.path, soft_wrap=wrap)
         await app.run_async()
 
 

@@ -1,4 +1,4 @@
-"""Two editors, each over its own peer on loopback: the owner and one who joined by ticket."""
+"""Two editors, each over its own real node on loopback: the owner and one who joined by ticket."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import anyio
 
-from aetherflow_sdk.session import Ticket
+from aetherflow_node import open_node
 from tui_editor._app import EditorApp
-from tui_editor._direct import DirectPeer, open_direct_peer
+from tui_editor._nodeport import NodeDocument
 
 WAIT = 10.0  # seconds any one expected thing may take on loopback before the test fails
 
@@ -28,22 +28,21 @@ async def wait_for(what: str, condition: Callable[[], bool], pilots: tuple[objec
 
 @contextlib.asynccontextmanager
 async def two_peers(
-    text: str = "", *, perm: str = "rw", tmp: Path | None = None, presence_timeout: float | None = None
-) -> AsyncIterator[tuple[DirectPeer, DirectPeer]]:
-    async with open_direct_peer(
-        doc_id="notes", label="notes.txt", user="alice", seed=text or None, presence_timeout=presence_timeout
-    ) as owner:
-        ticket = Ticket.parse(owner.share(user="bob", perm=perm))  # type: ignore[arg-type]
-        async with open_direct_peer(
-            doc_id=ticket.document,
-            label="notes.txt",
-            user="bob",
-            join=ticket,
-            presence_timeout=presence_timeout,
-        ) as guest:
-            await wait_for("the guest receives the text", lambda: guest.replica.text == owner.replica.text)
-            yield owner, guest
+    tmp: Path, text: str = "", *, perm: str = "rw"
+) -> AsyncIterator[tuple[NodeDocument, NodeDocument]]:
+    """Alice's node holds a document with ``text``; Bob's node joins it with a ``perm`` ticket."""
+    async with (
+        open_node(data_dir=tmp / "alice", name="alice", listen=("127.0.0.1", 0), discovery=False) as a,
+        open_node(data_dir=tmp / "bob", name="bob", listen=("127.0.0.1", 0), discovery=False) as b,
+    ):
+        doc_a = await a.open_document("notes.txt")
+        if text:
+            doc_a.replica.seed(text)
+        doc_b = await b.open_document(a.share(doc_a, user="bob", perm=perm))
+        owner, guest = NodeDocument(a, doc_a), NodeDocument(b, doc_b)
+        await wait_for("the guest receives the text", lambda: guest.replica.text == owner.replica.text)
+        yield owner, guest
 
 
-def app_for(peer: DirectPeer, user: str, **kwargs: object) -> EditorApp:
+def app_for(peer: NodeDocument, user: str, **kwargs: object) -> EditorApp:
     return EditorApp(document=peer, node=peer, user=user, **kwargs)  # type: ignore[arg-type]

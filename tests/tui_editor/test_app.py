@@ -26,9 +26,9 @@ def _cell_style(app: object, x: int, y: int) -> object:
     raise AssertionError(f"no cell {x} on line {y}")
 
 
-def test_typing_in_one_editor_shows_in_the_other_with_its_cursor() -> None:
+def test_typing_in_one_editor_shows_in_the_other_with_its_cursor(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with two_peers("hello\nworld\n") as (owner, guest):
+        async with two_peers(tmp_path, "hello\nworld\n") as (owner, guest):
             alice, bob = app_for(owner, "alice", color="#ee6352"), app_for(guest, "bob", color="#30bced")
             async with alice.run_test(size=(80, 12)) as pa, bob.run_test(size=(80, 12)) as pb:
                 alice.editor.selection = ((1, 5), (1, 5))
@@ -69,9 +69,9 @@ def test_typing_in_one_editor_shows_in_the_other_with_its_cursor() -> None:
     _run(scenario)
 
 
-def test_quitting_removes_the_cursor_from_the_other_editor() -> None:
+def test_quitting_removes_the_cursor_from_the_other_editor(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with two_peers("abc\n") as (owner, guest):
+        async with two_peers(tmp_path, "abc\n") as (owner, guest):
             bob = app_for(guest, "bob")
             async with bob.run_test(size=(60, 8)) as pb:
                 alice = app_for(owner, "alice")
@@ -85,9 +85,9 @@ def test_quitting_removes_the_cursor_from_the_other_editor() -> None:
     _run(scenario)
 
 
-def test_a_read_only_guest_cannot_change_the_document() -> None:
+def test_a_read_only_guest_cannot_change_the_document(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with two_peers("fixed\n", perm="ro") as (owner, guest):
+        async with two_peers(tmp_path, "fixed\n", perm="ro") as (owner, guest):
             assert guest.read_only
             bob = app_for(guest, "bob")
             alice = app_for(owner, "alice")
@@ -110,9 +110,10 @@ def test_a_read_only_guest_cannot_change_the_document() -> None:
 
 def test_undo_is_local_and_save_is_atomic(tmp_path: Path) -> None:
     async def scenario() -> None:
-        target = tmp_path / "notes.txt"
+        (tmp_path / "files").mkdir()
+        target = tmp_path / "files" / "notes.txt"
         target.write_text("one\n")
-        async with two_peers("one\n") as (owner, guest):
+        async with two_peers(tmp_path, "one\n") as (owner, guest):
             alice, bob = app_for(owner, "alice", path=target), app_for(guest, "bob")
             async with alice.run_test(size=(60, 8)) as pa, bob.run_test(size=(60, 8)) as pb:
                 alice.editor.selection = ((0, 3), (0, 3))
@@ -129,6 +130,6 @@ def test_undo_is_local_and_save_is_atomic(tmp_path: Path) -> None:
                 await pa.press("ctrl+s")
                 await wait_for("saved", lambda: alice.saves == 1, (pa,))
                 assert target.read_text() == "oneA\nB"
-                assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # no temporary left
+                assert [p.name for p in target.parent.iterdir()] == ["notes.txt"]  # no temporary left
 
     _run(scenario)

@@ -23,7 +23,7 @@ import pytest
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (CI installs it)")
 
 WAIT = 30.0  # seconds one step may take (two editors starting on a busy machine)
-WIDTH = 1000  # wide enough for a whole ticket (~620 characters) on one screen line
+WIDTH = 1500  # wide enough for a whole ticket (~900 characters) on one screen line
 
 
 class Tmux:
@@ -62,7 +62,7 @@ def test_two_editors_in_tmux_share_a_document(tmp_path: Path) -> None:
         subprocess.run(
             ["tmux", "-L", tmux.socket, "new-session", "-d", "-s", "e2e", "-x", str(WIDTH), "-y", "20",
              _command("edit", str(first), "--data", str(tmp_path / "a"), "--listen", "127.0.0.1:0",
-                      "--name", "alice")],
+                      "--no-lan", "--name", "alice")],
             check=True, env=env, timeout=10,
         )  # fmt: skip
         tmux("set-option", "-g", "remain-on-exit", "on")
@@ -73,7 +73,8 @@ def test_two_editors_in_tmux_share_a_document(tmp_path: Path) -> None:
         tmux("send-keys", "-t", "e2e:0.0", "Escape")
         tmux(
             "split-window", "-t", "e2e:0", "-v",
-            _command("edit", str(second), "--join", ticket, "--data", str(tmp_path / "b"), "--name", "bob"),
+            _command("edit", str(second), "--join", ticket, "--data", str(tmp_path / "b"), "--name", "bob",
+                     "--no-lan"),
         )  # fmt: skip
         tmux.wait("pane 2 joins", "e2e:0.1", lambda s: "shared notes" in s and "1 peer " in s)
         tmux("send-keys", "-t", "e2e:0.0", "-l", "typed in pane one ")
