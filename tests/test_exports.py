@@ -26,8 +26,9 @@ PUBLIC_NAMES: dict[str, list[str]] = {
     ],
     "aetherflow_sdk.quantum": [
         "Channel", "ChannelRefused", "Connection", "ConnectionClosed", "ConnectionEstablished",
-        "ConnectionStatistics", "ConnectionTerminated", "Endpoint", "EndpointCore", "EndpointEvent",
-        "EndpointStatistics", "HandshakeCompleted", "PathChanged", "PathMigrated", "QuantumConfig",
+        "ConnectionStatistics", "ConnectionTerminated", "DirectPath", "Endpoint", "EndpointCore",
+        "EndpointEvent", "EndpointStatistics", "HandshakeCompleted", "Path", "PathChanged", "PathMigrated",
+        "PathMigrationFailed", "PathValidationFailed", "QuantumConfig",
         "QuantumConnection", "open_endpoint",
     ],
     "aetherflow_sdk.session": [

@@ -4,6 +4,11 @@ Two (or more) :class:`EndpointCore` objects exchange datagrams through a link
 with seeded loss, duplication, reordering (jitter), one-way delay and a
 bandwidth limit. Time jumps to the next event (a datagram arriving or a
 timer), so thousands of packets run in milliseconds, deterministically.
+
+Besides endpoints, a node at an address may be a *middlebox* (a forwarder, a relay): anything
+with ``receive_datagram(data, source, now)``, ``get_timer()``, ``handle_timer(now)`` and
+``datagrams_to_send(now)``, whose output items may name their source as a third element
+(``(data, destination, source)``), so one box can answer from several addresses.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import heapq
 import itertools
 import random
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -53,7 +59,8 @@ class VirtualNetwork:
         self._endpoint_seeds = random.Random(seed ^ 0x5EED)
         self.profile = profile or LinkProfile()
         self.now = 1000.0
-        self.endpoints: dict[Address, EndpointCore] = {}
+        self.endpoints: dict[Address, Any] = {}  # EndpointCore, or a middlebox (see the module)
+        self.links: dict[tuple[Address, Address], LinkProfile] = {}  # per-direction overrides
         self._queue: list[tuple[float, int, bytes, Address, Address]] = []
         self._order = itertools.count()
         self._link_free_at: dict[tuple[Address, Address], float] = {}
@@ -84,7 +91,7 @@ class VirtualNetwork:
         )
 
     def _transmit(self, data: bytes, source: Address, destination: Address) -> None:
-        p = self.profile
+        p = self.links.get((source, destination), self.profile)
         self.counters.sent += 1
         if p.drop_if is not None and p.drop_if(data, source, destination):
             self.counters.lost += 1
@@ -106,14 +113,19 @@ class VirtualNetwork:
 
     def flush(self) -> None:
         """Move every endpoint's pending output onto the link."""
+        seen: set[int] = set()
         for address, endpoint in list(self.endpoints.items()):
-            for data, destination in endpoint.datagrams_to_send(self.now):
-                self._transmit(data, address, destination)
+            if id(endpoint) in seen:
+                continue  # a middlebox at several addresses is flushed once
+            seen.add(id(endpoint))
+            for item in endpoint.datagrams_to_send(self.now):
+                self._transmit(item[0], item[2] if len(item) > 2 else address, item[1])
 
     def step(self) -> bool:
         """Advance to the next event; False when nothing is left to do."""
         self.flush()
-        timers = [t for e in self.endpoints.values() if (t := e.get_timer()) is not None]
+        boxes = list({id(e): e for e in self.endpoints.values()}.values())
+        timers = [t for e in boxes if (t := e.get_timer()) is not None]
         next_timer = min(timers) if timers else None
         next_packet = self._queue[0][0] if self._queue else None
         if next_timer is None and next_packet is None:
@@ -128,7 +140,7 @@ class VirtualNetwork:
         else:
             assert next_timer is not None
             self.now = max(self.now, next_timer)
-            for endpoint in self.endpoints.values():
+            for endpoint in boxes:
                 endpoint.handle_timer(self.now)
         return True
 

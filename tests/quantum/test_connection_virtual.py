@@ -273,7 +273,7 @@ def test_nat_rebinding_mid_transfer_completes_and_validates_the_new_path() -> No
     assert got == payloads
     assert server.peer_address == rebound
     assert server.statistics().path_migrations == 1
-    assert server._path_validated  # PATH_CHALLENGE answered from the new address
+    assert server.path_validated  # PATH_CHALLENGE answered from the new address
 
 
 def test_a_window_sized_message_after_a_small_one_does_not_stall() -> None:
@@ -336,7 +336,7 @@ def _rebind_once(seed: int) -> tuple[bytes, bytes, bytes | None]:
     client_ep.mark_dirty(client)
     net.run_until(lambda: server.receive_message() is not None, max_time=5)
     assert server.statistics().path_migrations == 1, f"seed={seed}"
-    return client.local_cid, server.local_cid, server._path_challenge
+    return client.local_cid, server.local_cid, server._path.challenge
 
 
 def test_a_seeded_run_replays_its_connection_ids_and_path_challenge() -> None:

@@ -23,6 +23,7 @@ from aetherflow_sdk.quantum._connection import (
     ConnectionTerminated,
     HandshakeCompleted,
     PathMigrated,
+    PathMigrationFailed,
     QuantumConnection,
 )
 from aetherflow_sdk.quantum._endpoint import Connection, Endpoint, open_endpoint
@@ -33,6 +34,7 @@ from aetherflow_sdk.quantum._events import (
     EndpointEvent,
     PathChanged,
 )
+from aetherflow_sdk.quantum._paths import DirectPath, Path, PathValidationFailed
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
 __all__ = [
@@ -43,13 +45,17 @@ __all__ = [
     "ConnectionEstablished",
     "ConnectionStatistics",
     "ConnectionTerminated",
+    "DirectPath",
     "Endpoint",
     "EndpointCore",
     "EndpointEvent",
     "EndpointStatistics",
     "HandshakeCompleted",
+    "Path",
     "PathChanged",
     "PathMigrated",
+    "PathMigrationFailed",
+    "PathValidationFailed",
     "QuantumConfig",
     "QuantumConnection",
     "open_endpoint",

@@ -234,9 +234,11 @@ class DeliveryRateSampler:
     def on_packet_sent(self, packet: SentPacketInfo, bytes_in_flight: int) -> None:
         """Snapshot the delivery state for ``packet``; ``bytes_in_flight`` includes it."""
         now = packet.time_sent
-        if bytes_in_flight - packet.size <= 0 or self.delivered_time is None:
+        if bytes_in_flight - packet.size <= 0 or self.delivered_time is None or self.first_sent_time is None:
             # Nothing in flight: this packet starts a new flight, and the idle time
             # must not count in the sample (tcp_rate.c: "in case we restart from idle").
+            # (A controller made for a new path may see ACKs of the old path's packets
+            # before its own first send: those set ``delivered_time`` alone.)
             self.first_sent_time = now
             self.delivered_time = now
             self._current = None

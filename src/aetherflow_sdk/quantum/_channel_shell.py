@@ -95,7 +95,7 @@ class Channel:
         """Send an unreliable datagram on this channel (it may be lost). Never blocks."""
         conn = self._connection._core
         conn._check_can_queue()
-        conn.channels.send_datagram(self._core, data, conn.config.max_datagram_size)
+        conn.channels.send_datagram(self._core, data, conn.max_packet_size)  # the active path's size
         self._connection._endpoint._after_app_action(conn)
 
     async def receive_datagram(self) -> bytes:

@@ -16,8 +16,8 @@ Inside, it plugs together:
 * loss recovery (``_recovery``) with the RFC 6298 estimator (``_rtt``),
   a congestion controller (``_congestion``) and a pacer (``_pacer``);
 * forward error correction (``_fec_path``: Reed–Solomon parity, adaptive per direction);
-* path validation for NAT rebinding: packets are matched by connection ID,
-  not by address, and a new address is validated before much is sent to it.
+* paths (``_paths``, a mixin): packets are matched by connection ID, not by address; a
+  new path (NAT rebinding, migration, a relay) is validated before traffic moves to it.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from aetherflow_sdk.quantum._handshake import (
 from aetherflow_sdk.quantum._messages import Fragment, MessageReceiver, MessageSender
 from aetherflow_sdk.quantum._output import Address, PacketOutput
 from aetherflow_sdk.quantum._pacer import Pacer
+from aetherflow_sdk.quantum._paths import Path, PathControl, PathMigrationFailed
 from aetherflow_sdk.quantum._ranges import RangeSet
 from aetherflow_sdk.quantum._recovery import LossRecovery
 from aetherflow_sdk.quantum._rtt import RttEstimator
@@ -125,10 +126,10 @@ class PathMigrated:
     validated: bool
 
 
-Event = HandshakeCompleted | ConnectionTerminated | PathMigrated
+Event = HandshakeCompleted | ConnectionTerminated | PathMigrated | PathMigrationFailed
 
 
-class QuantumConnection(PacketOutput):
+class QuantumConnection(PacketOutput, PathControl):
     """One Quantum connection, client or server side, as a pure state machine."""
 
     def __init__(
@@ -150,11 +151,11 @@ class QuantumConnection(PacketOutput):
         self._random_bytes = random_bytes or os.urandom
         self.is_client = initial is None
         self.local_cid = local_cid
-        self.peer_address = peer_address
         self.peer_id: bytes | None = None
         self.state = ConnectionState.INITIAL_SENT if self.is_client else ConnectionState.HELLO_SENT
         self.error: ConnectionClosed | None = None
         self._events: deque[Event] = deque()
+        self._rng = rng
         self._created = now
         self._params = TransportParameters(
             max_message_size=config.max_message_size,
@@ -167,6 +168,7 @@ class QuantumConnection(PacketOutput):
         self._peer_cid = b""
         self._send_protection: PacketProtection | None = None
         self._receive_protection: PacketProtection | None = None
+        self._init_paths(peer_address)  # the active path: direct, to the address we were given
 
         # Handshake.
         self._client_hs: ClientHandshake | None = None
@@ -235,14 +237,6 @@ class QuantumConnection(PacketOutput):
         self._handshake_done_pending = False
         self._ping_pending = False
         self._probe_pending = False  # a tail-loss probe is due (sent past the window and the pacer)
-        self._path_responses: list[bytes] = []
-
-        # Path (NAT rebinding).
-        self._path_validated = True
-        self._path_bytes_received = 0
-        self._path_bytes_sent = 0
-        self._path_challenge: bytes | None = None
-        self._path_challenge_pending = False
 
         # Lifecycle timers.
         self._last_received = now
@@ -307,7 +301,7 @@ class QuantumConnection(PacketOutput):
     def send_datagram(self, data: bytes) -> None:
         """Queue an unreliable datagram; dropped if it does not fit one packet or the queue is full."""
         self._check_can_queue()
-        room = self.config.max_datagram_size - HEADER_SIZE - AEAD_TAG_SIZE - 3
+        room = self._path.packet_size - HEADER_SIZE - AEAD_TAG_SIZE - 3
         if len(data) > room:
             raise MessageTooLarge(
                 f"datagram of {len(data)} bytes exceeds the {room}-byte limit of one packet"
@@ -371,9 +365,11 @@ class QuantumConnection(PacketOutput):
     # ------------------------------------------------------------------ input
 
     def receive_datagram(
-        self, data: bytes, address: Address, now: float, header: Header | None = None
+        self, data: bytes, address: Address, now: float, header: Header | None = None, via: Path | None = None
     ) -> None:
-        """Process one datagram from the network. Never raises: bad input is counted and dropped."""
+        """Process one datagram from the network. Never raises: bad input is counted and dropped.
+
+        ``via`` is the framed path it came through (its framing already removed), None for direct."""
         self._stats.datagrams_received += 1
         self._stats.bytes_received += len(data)
         if self.state is ConnectionState.CLOSED:
@@ -383,7 +379,7 @@ class QuantumConnection(PacketOutput):
                 header = parse_header_untrusted(data)
             ptype = header.packet_type
             if ptype is PacketType.DATA or ptype is PacketType.PARITY:
-                self._receive_data(data, header, address, now)
+                self._receive_data(data, header, address, now, via)
             elif ptype is PacketType.SERVER_HELLO and self._client_hs is not None:
                 self._receive_server_hello(data, now)
             elif ptype is PacketType.RETRY and self._client_hs is not None:
@@ -450,6 +446,7 @@ class QuantumConnection(PacketOutput):
         self.peer_id = result.peer_id
         self._peer_cid = result.peer_cid
         self._peer_params = result.peer_params
+        self._on_peer_params()
         self._fec.peer_can_decode = result.peer_params.fec
         self._send_protection = result.keys.send
         self._receive_protection = result.keys.receive
@@ -475,7 +472,9 @@ class QuantumConnection(PacketOutput):
         self._handshake_timer = None
         self._events.append(HandshakeCompleted(peer_id=result.peer_id))
 
-    def _receive_data(self, data: bytes, header: Header, address: Address, now: float) -> None:
+    def _receive_data(
+        self, data: bytes, header: Header, address: Address, now: float, via: Path | None
+    ) -> None:
         protection = self._receive_protection
         if protection is None:
             # Sent before the handshake finished here (e.g. CLIENT_FINISH was lost): the sender retransmits.
@@ -498,7 +497,7 @@ class QuantumConnection(PacketOutput):
             self._record_received(pn, now)
             self._last_received = now
             self._stats.parity_received += 1
-            self._on_path(address, pn, len(data))
+            self._on_path(address, via, pn, len(data), None)
             # Not ack-eliciting, but counted in flight by the sender: acknowledge it within
             # max_ack_delay so the sender's window does not wait on it (docs/bbr-fec.md).
             self._ack_info_pending = True
@@ -508,7 +507,7 @@ class QuantumConnection(PacketOutput):
             recovered = []
             if header.flags & _FEC_PROTECTED:
                 recovered = self._fec.on_data(header.fec_group, header.fec_index, pn, plaintext, now)
-            self._process_packet(pn, plaintext, now, address, len(data))
+            self._process_packet(pn, plaintext, now, address, len(data), via)
         for packet in recovered:
             if self.state not in OPEN:
                 return
@@ -516,10 +515,10 @@ class QuantumConnection(PacketOutput):
             if rpn < self._replay_floor or rpn in self._received:
                 continue  # arrived meanwhile (or is a replay): nothing to rebuild
             self._fec.recovered += 1
-            self._process_packet(rpn, packet.plaintext, now, None, 0)
+            self._process_packet(rpn, packet.plaintext, now, None, 0, None)
 
     def _process_packet(
-        self, pn: int, plaintext: bytes, now: float, address: Address | None, size: int
+        self, pn: int, plaintext: bytes, now: float, address: Address | None, size: int, via: Path | None
     ) -> None:
         """An authenticated DATA packet (or one rebuilt by FEC, with no ``address``): its frames."""
         try:
@@ -531,8 +530,7 @@ class QuantumConnection(PacketOutput):
         self._record_received(pn, now)
         self._last_received = now
         self._stats.packets_received += 1
-        if address is not None:
-            self._on_path(address, pn, size)
+        path = self._path if address is None else self._on_path(address, via, pn, size, frames)
         if self.state is ConnectionState.CONFIRMING:
             # Only a server that accepted our FINISH has session keys to send DATA with.
             self._set_state(ConnectionEvent.CONFIRMED)
@@ -577,14 +575,10 @@ class QuantumConnection(PacketOutput):
                     self._max_data_pending = True
             elif isinstance(frame, PathChallengeFrame):
                 ack_eliciting = True
-                self._path_responses.append(frame.token)
+                self._on_path_challenge(frame.token, path)
             elif isinstance(frame, PathResponseFrame):
                 ack_eliciting = True
-                if self._path_challenge is not None and frame.token == self._path_challenge:
-                    self._path_challenge = None
-                    self._path_challenge_pending = False
-                    self._path_validated = True
-                    self._events.append(PathMigrated(address=self.peer_address, validated=True))
+                self._on_path_response(frame.token)
             elif isinstance(frame, CloseFrame):
                 self._on_peer_close(frame, now)
                 return
@@ -598,22 +592,11 @@ class QuantumConnection(PacketOutput):
             self._schedule_ack(pn, now)
         self._maybe_finish_shutdown(now)
 
-    def _on_path(self, address: Address, pn: int, size: int) -> None:
-        if address == self.peer_address:
-            self._path_bytes_received += size
-            return
-        if pn != self._largest_received:
-            return  # a reordered packet from an old path does not move us (RFC 9000 §9.3)
-        # NAT rebinding or migration: follow the peer, but validate the new path before sending
-        # more than 3x what it has sent us on it (RFC 9000 §8.2, §9.3).
-        self.peer_address = address
-        self._path_validated = False
-        self._path_bytes_received = size
-        self._path_bytes_sent = 0
-        self._path_challenge = self._random_bytes(8)
-        self._path_challenge_pending = True
-        self._stats.path_migrations += 1
-        self._events.append(PathMigrated(address=address, validated=False))
+    def _emit_path_event(self, address: Address, validated: bool) -> None:
+        self._events.append(PathMigrated(address=address, validated=validated))
+
+    def _emit_migration_failed(self, address: Address) -> None:
+        self._events.append(PathMigrationFailed(address=address))
 
     def _on_ack(self, frame: AckFrame, now: float) -> None:
         try:
@@ -658,10 +641,14 @@ class QuantumConnection(PacketOutput):
         loss = self.recovery.loss_detection_timer()
         if loss is not None:
             deadlines.append(loss)
-        if self._ack_deadline is not None:
-            deadlines.append(self._ack_deadline)
-        if self._pacing_deadline is not None:
-            deadlines.append(self._pacing_deadline)
+        if not self._amplification_blocked():  # else only input can unblock us: no busy timer
+            if self._ack_deadline is not None:
+                deadlines.append(self._ack_deadline)
+            if self._pacing_deadline is not None:
+                deadlines.append(self._pacing_deadline)
+        path_timer = self._path_timer()
+        if path_timer is not None:
+            deadlines.append(path_timer)
         fec_timer = self._fec.get_timer()
         if fec_timer is not None:
             deadlines.append(fec_timer)  # a partial group closes: its parity is due
@@ -700,6 +687,7 @@ class QuantumConnection(PacketOutput):
         if self._pacing_deadline is not None and now >= self._pacing_deadline:
             self._pacing_deadline = None
         self._fec.poll(now)
+        self._handle_path_timer(now)
         if self.state in CAN_SEND_DATA and now >= self._last_sent + self.config.keepalive_interval:
             self._ping_pending = True
 
@@ -861,5 +849,6 @@ __all__ = [
     "HandshakeCompleted",
     "LocalProtocolError",
     "PathMigrated",
+    "PathMigrationFailed",
     "QuantumConnection",
 ]

@@ -11,6 +11,14 @@ Arguments are checked where they enter (:func:`check_peer_id`, :func:`check_addr
 each connection's processing runs behind one boundary (:meth:`EndpointCore._on_fault`): an
 exception inside one connection closes that connection, with a reason, and is counted; the
 endpoint and every other connection carry on.
+
+Raw datagrams share the socket (the first-byte rule, docs/protocol.md section 1): one whose
+first byte is 0x40 or above is not Quantum. If a framed path (a relay's) was registered for
+its source address and unwraps it, the packet inside is routed like any other, through that
+path; else it goes to the raw handler. ``send_raw`` sends one: without limit to a *validated*
+address (the proven active path of a live connection here: a peer, or the relay a path goes
+through); to any other address at most ``RAW_UNSOLICITED_ALLOWANCE`` bytes plus 3x what that
+address sent us (RFC 9000 §8.1's factor).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Final
@@ -29,13 +37,19 @@ from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, QuantumConnection
 from aetherflow_sdk.quantum._crypto import check_cookie, make_cookie
 from aetherflow_sdk.quantum._handshake import InitialMessage, build_retry, parse_initial_untrusted
+from aetherflow_sdk.quantum._paths import AMPLIFICATION_FACTOR, Path
 from aetherflow_sdk.quantum._stats import EndpointStatistics
-from aetherflow_sdk.quantum._wire import CloseCode, PacketType, parse_header_untrusted
+from aetherflow_sdk.quantum._wire import RAW_FIRST_BYTE, CloseCode, Header, PacketType, parse_header_untrusted
 
 logger = logging.getLogger(__name__)
 
 MAX_STATELESS_QUEUE: Final = 1024  # RETRY answers waiting for the socket; more are dropped (flood)
 MAX_CONNECTIONS: Final = 10_000  # a safety cap on live connections per endpoint
+RAW_UNSOLICITED_ALLOWANCE: Final = 1200  # raw bytes to an unheard address: one INITIAL's worth
+MAX_RAW_ADDRESSES: Final = 4096  # unvalidated addresses whose raw byte counts are remembered (LRU)
+MAX_RAW_SIZE: Final = 65_507  # the largest UDP payload over IPv4
+
+RawHandler = Callable[[bytes, Address], None]
 
 
 CID_LENGTH: Final = 16  # a connection ID is 16 bytes (docs/protocol.md)
@@ -131,6 +145,17 @@ class EndpointCore:
         self._refused = 0
         self._internal_errors = 0
         self._faulted: set[bytes] = set()  # connections aborted after a fault; a second one forgets
+        self._raw_handler: RawHandler | None = None
+        self._raw_out: deque[tuple[bytes, Address]] = deque()
+        # address -> [bytes received, bytes sent] for raw traffic to unvalidated addresses
+        self._raw_budget: OrderedDict[Address, list[int]] = OrderedDict()
+        self._framed_paths: dict[Address, list[Path]] = {}
+        self._paths_of: dict[bytes, list[Path]] = {}  # connection ID -> framed paths it migrated to
+        self._raw_received = 0
+        self._raw_sent = 0
+        self._raw_dropped = 0
+        self._raw_refused = 0
+        self._framed_received = 0
 
     def connect(self, address: Address, now: float, *, peer_id: bytes | None = None) -> QuantumConnection:
         """Start a client connection to ``address`` (``peer_id`` pins the server's identity).
@@ -148,6 +173,8 @@ class EndpointCore:
         """Route one datagram. Returns the connection it reached, if any. Never raises."""
         self._datagrams_received += 1
         self._bytes_received += len(data)
+        if data and data[0] >= RAW_FIRST_BYTE:
+            return self._receive_raw(data, address, now)
         try:
             header = parse_header_untrusted(data)
         except BadPacket:
@@ -172,12 +199,126 @@ class EndpointCore:
         self._after_input(connection)
         return connection
 
-    def _on_new_initial(
-        self, data: bytes, header: object, address: Address, now: float
-    ) -> QuantumConnection | None:
-        from aetherflow_sdk.quantum._wire import Header
+    def _receive_raw(self, data: bytes, address: Address, now: float) -> QuantumConnection | None:
+        for path in self._framed_paths.get(address, ()):
+            try:
+                packet = path.unwrap_untrusted(data)
+                header = parse_header_untrusted(packet)
+            except BadPacket:
+                continue
+            except Exception:  # a Path subclass broke its contract: not our datagram, then
+                logger.exception("%r.unwrap_untrusted raised something other than BadPacket", path)
+                continue
+            connection = self.connections.get(header.destination_cid)
+            if connection is None:
+                self._unknown += 1  # a handshake never runs through a framed path
+                return None
+            self._framed_received += 1
+            try:
+                connection.receive_datagram(packet, address, now, header, via=path)
+            except Exception as exc:  # one connection's bug must not stop the endpoint
+                self._on_fault(connection, exc, now)
+                return connection
+            self._after_input(connection)
+            return connection
+        budget = self._raw_budget.get(address)
+        if budget is None:
+            budget = self._raw_budget[address] = [0, 0]
+            if len(self._raw_budget) > MAX_RAW_ADDRESSES:
+                self._raw_budget.popitem(last=False)
+        else:
+            self._raw_budget.move_to_end(address)
+        budget[0] += len(data)
+        handler = self._raw_handler
+        if handler is None:
+            self._raw_dropped += 1
+            return None
+        self._raw_received += 1
+        try:
+            handler(data, address)
+        except Exception:  # the application's bug must not stop the endpoint
+            self._raw_dropped += 1
+            logger.exception("the raw datagram handler raised; the datagram from %s is dropped", address)
+        return None
 
-        assert isinstance(header, Header)
+    # ------------------------------------------------------------------ raw datagrams and paths
+
+    def set_raw_handler(self, handler: RawHandler | None) -> None:
+        """Call ``handler(data, address)`` for each datagram that is not Quantum (None: drop them)."""
+        if handler is not None and not callable(handler):
+            raise LocalProtocolError(f"the raw handler must be callable, got {handler!r}")
+        self._raw_handler = handler
+
+    def send_raw(self, data: bytes, address: Address) -> bool:
+        """Queue one raw datagram; False (and counted) if the anti-amplification limit refuses it.
+
+        Its first byte must be 0x40 or above, so that no receiver takes it for Quantum.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)) or not 0 < len(data) <= MAX_RAW_SIZE:
+            raise LocalProtocolError(f"a raw datagram is 1 to {MAX_RAW_SIZE} bytes, got {data!r:.60}")
+        data = bytes(data)
+        address = check_address(address)
+        if data[0] < RAW_FIRST_BYTE:
+            raise LocalProtocolError(
+                f"a raw datagram must start with a byte of {RAW_FIRST_BYTE:#x} or above (the first-byte "
+                f"rule: lower bytes are Quantum's), got {data[0]:#04x}"
+            )
+        if not self._validated_address(address):
+            budget = self._raw_budget.get(address)
+            received, sent = (0, 0) if budget is None else budget
+            if sent + len(data) > RAW_UNSOLICITED_ALLOWANCE + AMPLIFICATION_FACTOR * received:
+                self._raw_refused += 1
+                return False
+            if budget is None:
+                budget = self._raw_budget[address] = [0, 0]
+                if len(self._raw_budget) > MAX_RAW_ADDRESSES:
+                    self._raw_budget.popitem(last=False)
+            budget[1] += len(data)
+        self._raw_out.append((data, address))
+        self._raw_sent += 1
+        return True
+
+    def _validated_address(self, address: Address) -> bool:
+        return any(
+            c.path_validated and c.peer_address == address and not c.is_closed
+            for c in self.connections.values()
+        )
+
+    def add_path(self, path: Path) -> None:
+        """Receive through a framed path: raw datagrams from ``path.address`` that it unwraps are
+        Quantum packets, routed by connection ID and marked as having come through ``path``."""
+        if path.is_direct:
+            return
+        paths = self._framed_paths.setdefault(path.address, [])
+        if not any(p is path for p in paths):
+            paths.append(path)
+
+    def remove_path(self, path: Path) -> None:
+        """Stop receiving through ``path``."""
+        paths = self._framed_paths.get(path.address)
+        if paths is None:
+            return
+        paths[:] = [p for p in paths if p is not path]
+        if not paths:
+            del self._framed_paths[path.address]
+
+    def migrate(self, connection: QuantumConnection, path: Path | Address, now: float) -> None:
+        """Validate ``path`` and move ``connection`` to it (see ``QuantumConnection.migrate``);
+        a framed path is registered for receiving until the connection is forgotten."""
+        if not isinstance(path, Path):
+            path = check_address(path)
+        elif not path.is_direct:
+            connection.migrate(path, now)
+            self.add_path(path)
+            self._paths_of.setdefault(connection.local_cid, []).append(path)
+            self._dirty.add(connection.local_cid)
+            return
+        connection.migrate(path, now)
+        self._dirty.add(connection.local_cid)
+
+    def _on_new_initial(
+        self, data: bytes, header: Header, address: Address, now: float
+    ) -> QuantumConnection | None:
         try:
             initial = parse_initial_untrusted(data, header)
         except BadPacket:
@@ -284,6 +425,9 @@ class EndpointCore:
         """Everything to send now: stateless answers, then each busy connection's packets."""
         out: list[tuple[bytes, Address]] = list(self._stateless_out)
         self._stateless_out.clear()
+        if self._raw_out:
+            out.extend(self._raw_out)
+            self._raw_out.clear()
         dirty = self._dirty
         self._dirty = set()
         for cid in dirty:
@@ -360,6 +504,8 @@ class EndpointCore:
         self._faulted.discard(connection.local_cid)
         self._dirty.discard(connection.local_cid)
         self._awaiting_accept.discard(connection.local_cid)
+        for path in self._paths_of.pop(connection.local_cid, ()):
+            self.remove_path(path)
         client_cid = self._client_cid_of.pop(connection.local_cid, None)
         if client_cid is not None:
             self._by_client_cid.pop(client_cid, None)
@@ -383,4 +529,9 @@ class EndpointCore:
             connections_refused=self._refused,
             active_connections=len(self.connections),
             internal_errors=self._internal_errors,
+            raw_datagrams_received=self._raw_received,
+            raw_datagrams_sent=self._raw_sent,
+            raw_datagrams_dropped=self._raw_dropped,
+            raw_datagrams_refused=self._raw_refused,
+            framed_datagrams_received=self._framed_received,
         )

@@ -46,6 +46,7 @@ import functools
 import math
 import struct
 from collections import OrderedDict, deque
+from typing import Final
 
 import attrs
 import zfec
@@ -76,6 +77,9 @@ _PARITY_HEADER = struct.Struct("!BBH")
 """Parity payload: k, parity count, block length."""
 
 MAX_PLAINTEXT = 0xFFFF - _BLOCK_HEADER.size
+PARITY_EXPANSION: Final = _PARITY_HEADER.size + _BLOCK_HEADER.size
+"""A parity packet is this much larger than the largest data packet of its group: a sender
+that protects its packets leaves this much room, so that parity fits the path too."""
 """Largest protectable plaintext: the block length must fit the u16 of the parity header."""
 
 DEFAULT_MAX_GROUPS = 64

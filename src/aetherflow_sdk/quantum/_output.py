@@ -19,6 +19,10 @@ own and reads the connection's. The rules:
    lost data first, then new: ``_channels.py``), PING if nothing else elicits an ACK.
 4. A tail-loss probe (``_probe_pending``, RFC 8985 §7) ignores the window and the pacer
    (RFC 9002 §7.5); with no new data it carries a copy of the newest outstanding data.
+6. On an active path not yet validated, a packet that would pass the anti-amplification
+   allowance carries control frames only (PATH_RESPONSE, PATH_CHALLENGE, then an ACK cut
+   to the room left), so validation never waits for the peer to send more (``_paths.py``).
+   Probing packets for candidate paths come from ``_paths.PathControl._probe_datagrams``.
 5. While FEC is sending, every ack-eliciting DATA packet is protected (header flag,
    ``fec_group``, ``fec_index``); PARITY packets count in flight, like data, but are not
    ack-eliciting and never retransmitted (``_fec_path.py``).
@@ -28,15 +32,17 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import islice
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aetherflow_sdk.quantum._channels import ChannelControl, Channels
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._congestion import CongestionController
 from aetherflow_sdk.quantum._crypto import PacketProtection
+from aetherflow_sdk.quantum._fec import PARITY_EXPANSION
 from aetherflow_sdk.quantum._fec_path import FecPath
 from aetherflow_sdk.quantum._messages import Fragment, MessageReceiver, MessageSender
 from aetherflow_sdk.quantum._pacer import Pacer
+from aetherflow_sdk.quantum._paths import PATH_FRAME_SIZE, PathState
 from aetherflow_sdk.quantum._ranges import RangeSet
 from aetherflow_sdk.quantum._recovery import LossRecovery, SentPacket
 from aetherflow_sdk.quantum._rtt import RttEstimator
@@ -67,8 +73,10 @@ from aetherflow_sdk.quantum._wire import (
 Address = tuple[str, int]
 
 MAX_BURST: Final = 64  # packets built per datagrams_to_send() call, so the shell can interleave I/O
-AMPLIFICATION_FACTOR: Final = 3  # RFC 9000 §8: at most 3x the bytes received on an unvalidated path
 MIN_FRAGMENT: Final = 64  # do not start a message fragment in less room than this
+ACK_HEAD_SIZE: Final = 1 + 18  # an ACK frame with one range (docs/protocol.md, section 4)
+ACK_RANGE_SIZE: Final = 8  # each further range
+MIN_ACK_PACKET: Final = HEADER_SIZE + ACK_HEAD_SIZE + AEAD_TAG_SIZE  # the smallest ACK-only packet
 REPLAY_WINDOW_RANGES: Final = 4096  # received-packet ranges remembered for replay rejection
 
 # Retransmittable control items a sent packet can carry (besides message fragments).
@@ -84,7 +92,6 @@ class PacketOutput:
     # The connection state this half reads and writes (assigned in QuantumConnection.__init__).
     config: QuantumConfig
     state: ConnectionState
-    peer_address: Address
     rtt: RttEstimator
     congestion: CongestionController
     recovery: LossRecovery
@@ -112,14 +119,14 @@ class PacketOutput:
     _handshake_done_pending: bool
     _ping_pending: bool
     _probe_pending: bool
-    _path_validated: bool
-    _path_bytes_received: int
-    _path_bytes_sent: int
-    _path_challenge: bytes | None
-    _path_challenge_pending: bool
-    _path_responses: list[bytes]
+    _path: PathState
+    _candidates: list[PathState]
     _replay_floor: int
     _largest_received: int
+
+    if TYPE_CHECKING:  # provided by the path half (_paths.PathControl)
+
+        def _probe_datagrams(self, now: float) -> list[tuple[bytes, Address]]: ...
 
     # ------------------------------------------------------------------ ACK scheduling
 
@@ -158,6 +165,10 @@ class PacketOutput:
                     self.channels.on_fragment_acked(item)
                 else:
                     self._sender.on_fragment_acked(item)
+            elif item == CONTROL_PATH_CHALLENGE and self._path.challenge is not None:
+                # The challenge arrived but no answer yet (the answer rides with this ACK, when
+                # it does, and clears this again): its PATH_RESPONSE may have been lost.
+                self._path.challenge_pending = True
 
     def _on_packets_lost(self, lost: list[SentPacket], now: float) -> None:
         eliciting = sum(1 for packet in lost if packet.ack_eliciting)
@@ -179,8 +190,8 @@ class PacketOutput:
                     self._sender.on_blocked_lost()
                 elif item == CONTROL_HANDSHAKE_DONE:
                     self._handshake_done_pending = True
-                elif item == CONTROL_PATH_CHALLENGE and self._path_challenge is not None:
-                    self._path_challenge_pending = True
+                elif item == CONTROL_PATH_CHALLENGE and self._path.challenge is not None:
+                    self._path.challenge_pending = True
 
     # ------------------------------------------------------------------ building packets
 
@@ -189,7 +200,9 @@ class PacketOutput:
         out: list[tuple[bytes, Address]] = []
         if self.state is ConnectionState.CLOSED:
             return out
-        address = self.peer_address
+        path = self._path.path
+        address = path.address
+        wrap = None if path.is_direct else path.wrap
         if self._handshake_out:
             for handshake_packet in self._handshake_out:
                 out.append((handshake_packet, address))
@@ -200,14 +213,17 @@ class PacketOutput:
         if self.state is ConnectionState.CLOSING:
             if self._close_packet_pending:
                 self._close_packet_pending = False
-                out.append((self._seal(self._close_frame), address))
-                self._count_sent(len(out[-1][0]), now)
+                close = self._seal(self._close_frame)
+                out.append((close if wrap is None else wrap(close), address))
+                self._count_sent(len(close), now)
             return out
+        if self._candidates:
+            out.extend(self._probe_datagrams(now))
         for _ in range(MAX_BURST):
             packet = self._build_parity_packet(now) or self._build_packet(now)
             if packet is None:
                 break
-            out.append((packet, address))
+            out.append((packet if wrap is None else wrap(packet), address))
         return out
 
     def _seal(
@@ -226,22 +242,34 @@ class PacketOutput:
         return self._send_protection.seal(header, pn, payload)
 
     def _count_sent(self, size: int, now: float) -> None:
+        """One packet of ``size`` bytes goes out on the active path (plus its framing)."""
+        path = self._path
+        size += path.path.overhead
         self._stats.datagrams_sent += 1
         self._stats.bytes_sent += size
-        self._path_bytes_sent += size
+        path.bytes_sent += size
         self._last_sent = now
+
+    def _amplification_blocked(self) -> bool:
+        """Not even an ACK fits the active path's allowance: only the peer's next packet helps."""
+        path = self._path
+        return not path.validated and path.allowance() - path.path.overhead < MIN_ACK_PACKET
 
     def _ack_due(self, now: float) -> bool:
         return self._ack_deadline is not None and now >= self._ack_deadline
 
     def _build_packet(self, now: float) -> bytes | None:
         """Build and seal the next packet, or return None if nothing may be sent now."""
-        mds = self.config.max_datagram_size
+        path = self._path
+        mds = path.packet_size
         budget = mds - HEADER_SIZE - AEAD_TAG_SIZE
-        if not self._path_validated:
-            allowance = AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent
-            if allowance < mds:
-                return None  # wait for the peer to prove the new path (or send more on it)
+        if self._fec.sending:
+            budget -= PARITY_EXPANSION  # so that this group's parity packets fit the path too
+        if not path.validated:
+            room = path.allowance() - path.path.overhead
+            if room < mds:
+                # Data waits for the peer to prove the new path; control frames go (rule 6).
+                return self._build_control_packet(now, int(room))
         probe = self._probe_pending  # RFC 9002 §7.5: a probe is not blocked by the window
         window_open = probe or self.recovery.bytes_in_flight + mds <= self.congestion.congestion_window
         wants_data = window_open and (
@@ -253,9 +281,9 @@ class PacketOutput:
             or self._sender.should_send_blocked()
             or self._handshake_done_pending
             or self._ping_pending
-            or self._path_challenge_pending
+            or path.challenge_pending
         )
-        ack_now = self._ack_due(now) or bool(self._path_responses)
+        ack_now = self._ack_due(now) or bool(path.responses)
         if not wants_data and not ack_now:
             if window_open and not self.channels.has_data_to_send():
                 self.congestion.on_app_limited(self.recovery.bytes_in_flight, now)
@@ -288,18 +316,18 @@ class PacketOutput:
             report = encode_fec_report(self._fec.take_report())
             parts.append(report)
             budget -= len(report)
-        if self._path_responses:
+        if path.responses:
             eliciting = True
-            for token in self._path_responses:
+            for token in path.responses:
                 parts.append(encode_path_response(token))
-                budget -= 9
-            self._path_responses.clear()
+                budget -= PATH_FRAME_SIZE
+            path.responses.clear()
         if wants_data:
-            if self._path_challenge_pending and self._path_challenge is not None:
-                parts.append(encode_path_challenge(self._path_challenge))
-                budget -= 9
+            if path.challenge_pending and path.challenge is not None:
+                parts.append(encode_path_challenge(path.challenge))
+                budget -= PATH_FRAME_SIZE
                 retransmittable.append(CONTROL_PATH_CHALLENGE)
-                self._path_challenge_pending = False
+                path.challenge_pending = False
             if self._handshake_done_pending:
                 parts.append(ENCODED_HANDSHAKE_DONE)
                 budget -= 1
@@ -320,6 +348,9 @@ class PacketOutput:
                 retransmittable.append(CONTROL_BLOCKED)
             if self.channels.has_control():
                 budget = self.channels.write_control(parts, retransmittable, budget)
+            while self._datagrams_out and len(self._datagrams_out[0]) > mds - HEADER_SIZE - AEAD_TAG_SIZE:
+                self._datagrams_out.popleft()  # queued for a larger path than this one: cannot go
+                self._stats.unreliable_dropped += 1
             while self._datagrams_out and len(self._datagrams_out[0]) <= budget:
                 frame = self._datagrams_out.popleft()
                 parts.append(frame)
@@ -384,6 +415,53 @@ class PacketOutput:
             self.recovery.largest_sent = pn
         return packet
 
+    def _build_control_packet(self, now: float, room: int) -> bytes | None:
+        """A packet of at most ``room`` bytes with only the frames that validate a path."""
+        path = self._path
+        budget = room - HEADER_SIZE - AEAD_TAG_SIZE
+        parts: list[bytes] = []
+        retransmittable: list[object] = []
+        while path.responses and budget >= PATH_FRAME_SIZE:
+            parts.append(encode_path_response(path.responses.pop(0)))
+            budget -= PATH_FRAME_SIZE
+        if path.challenge_pending and path.challenge is not None and budget >= PATH_FRAME_SIZE:
+            parts.append(encode_path_challenge(path.challenge))
+            budget -= PATH_FRAME_SIZE
+            retransmittable.append(CONTROL_PATH_CHALLENGE)
+            path.challenge_pending = False
+        eliciting = bool(parts)
+        if (
+            self._ack_info_pending
+            and self._received
+            and budget >= ACK_HEAD_SIZE
+            and (parts or self._ack_due(now))
+        ):
+            count = min(MAX_ACK_RANGES, 1 + (budget - ACK_HEAD_SIZE) // ACK_RANGE_SIZE)
+            newest = list(islice(reversed(self._received), count))
+            parts.insert(0, encode_ack(newest, max(0.0, now - self._largest_received_time)))
+            self._ack_info_pending = False
+            self._ack_eliciting_unacked = 0
+            self._ack_deadline = None
+        if not parts:
+            return None
+        pn = self._next_packet_number
+        packet = self._seal(b"".join(parts))
+        self._count_sent(len(packet), now)
+        self._stats.packets_sent += 1
+        if eliciting:
+            sent = SentPacket(
+                packet_number=pn,
+                time_sent=now,
+                size=len(packet),
+                ack_eliciting=True,
+                in_flight=True,
+                payload=retransmittable or None,
+            )
+            self.recovery.on_packet_sent(sent, now)
+        else:
+            self.recovery.largest_sent = pn
+        return packet
+
     def _build_parity_packet(self, now: float) -> bytes | None:
         """The next FEC parity packet, if one is due and the window and the pacer allow it.
 
@@ -392,10 +470,9 @@ class PacketOutput:
         shard = self._fec.next_parity(now)
         if shard is None:
             return None
-        mds = self.config.max_datagram_size
-        if not self._path_validated and (
-            AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent < mds
-        ):
+        path = self._path
+        mds = path.packet_size
+        if not path.validated and path.allowance() - path.path.overhead < mds:
             return None
         if self.recovery.bytes_in_flight + mds > self.congestion.congestion_window:
             return None

@@ -173,6 +173,9 @@ class LossRecovery:
         """Packets acknowledged after having been declared lost."""
         self.rto_count = 0
         """Retransmission timeouts that fired."""
+        self.rtt_sample_floor = 0
+        """Packets below this number give no RTT sample: they went out on an earlier path
+        (RFC 9000 §9.4: the new path's RTT is measured afresh)."""
         self.probe_count = 0
         """Probe timeouts that fired (each asked for one probe packet)."""
         self._probes = 0  # consecutive unanswered probes (RFC 9002's pto_count)
@@ -274,10 +277,14 @@ class LossRecovery:
         # late packet itself may inflate), as Chromium uses the previous SRTT.
         rtt_before = max(self.rtt.smoothed_rtt, self.rtt.latest_rtt)
         rtt_updated = False
-        if largest_packet is not None and (
-            largest_packet.ack_eliciting
-            or any(p.ack_eliciting for p in newly)
-            or any(p.ack_eliciting for p in late)
+        if (
+            largest_packet is not None
+            and largest_packet.packet_number >= self.rtt_sample_floor
+            and (
+                largest_packet.ack_eliciting
+                or any(p.ack_eliciting for p in newly)
+                or any(p.ack_eliciting for p in late)
+            )
         ):
             # It was outstanding (now popped into ``newly``) or declared lost (now in
             # ``late``): either way this is its first acknowledgement, and since packet

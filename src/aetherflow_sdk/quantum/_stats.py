@@ -129,6 +129,16 @@ class EndpointStatistics:
     """Connections currently open."""
     internal_errors: int = 0
     """Exceptions inside one connection's processing; each closed that connection (with a reason)."""
+    raw_datagrams_received: int = 0
+    """Datagrams that are not Quantum (first byte 0x40 or above) handed to the raw handler."""
+    raw_datagrams_sent: int = 0
+    """Datagrams sent with ``send_raw``."""
+    raw_datagrams_dropped: int = 0
+    """Raw datagrams received with no raw handler set, or whose handler raised."""
+    raw_datagrams_refused: int = 0
+    """``send_raw`` calls refused by the anti-amplification limit of an unvalidated address."""
+    framed_datagrams_received: int = 0
+    """Datagrams that a framed path (e.g. a relay's) unwrapped into a Quantum packet."""
 
 
 @attrs.define(slots=True)

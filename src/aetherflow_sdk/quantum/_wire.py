@@ -39,6 +39,10 @@ HEADER_SIZE: Final = HEADER.size
 assert HEADER_SIZE == 32
 AEAD_TAG_SIZE: Final = 16  # ChaCha20-Poly1305 tag (RFC 8439 §2.8)
 MIN_INITIAL_SIZE: Final = 1200  # client INITIALs are padded to this (RFC 9000 §14.1), for the 3x limit
+# The first-byte rule (docs/protocol.md, section 1): a datagram whose first byte is below 0x40
+# is Quantum (the byte is the version; 1 is in use, the rest are kept for later versions). Any
+# other first byte marks a raw datagram (hole-punch probes, relay framing) for the application.
+RAW_FIRST_BYTE: Final = 0x40
 
 
 class PacketType(enum.IntEnum):
