@@ -31,7 +31,7 @@ bench-transport: $(STAMP)
 	$(VENV)/bin/aetherflow bench transport --sweep --seed 1 --json bench-sweep.json --plot bench-sweep.png
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src apps tests
+	$(VENV)/bin/ruff check src apps relay tests
 	$(VENV)/bin/mypy
 
 clean:

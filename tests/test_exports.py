@@ -55,6 +55,10 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "register_cleanup", "veth_pair",
     ],
     "tui_editor": ["EditorApp", "EditorModel", "LineIndex", "ReadOnlyDocument"],
+    "aetherflow_relay": [
+        "DROP_REASONS", "RELAY_DOCUMENT", "TRANSITIONS", "ClientState", "CloseRequest", "RelayConfig",
+        "RelayCore", "RelayStatistics",
+    ],
 }  # fmt: skip
 
 
@@ -93,7 +97,7 @@ def test_every_exception_is_an_aetherflow_error() -> None:
                 assert issubclass(value, aetherflow_sdk.AetherFlowError), f"{module_name}.{name}"
 
 
-@pytest.mark.parametrize("package", ["aetherflow_sdk", "aetherflow_node", "tui_editor"])
+@pytest.mark.parametrize("package", ["aetherflow_sdk", "aetherflow_node", "tui_editor", "aetherflow_relay"])
 def test_py_typed_ships(package: str) -> None:
     assert importlib.resources.files(package).joinpath("py.typed").is_file()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())

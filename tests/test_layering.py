@@ -143,3 +143,21 @@ def test_apps_import_only_the_node_and_the_sdk() -> None:
 def test_nothing_below_the_apps_imports_them() -> None:
     for path in sorted(SRC.rglob("*.py")):
         assert not any(n.split(".")[0] in APP_PACKAGES for n in _imports(path)), path
+
+
+RELAY = SRC.parent / "relay"
+
+
+def test_the_relay_stands_on_the_node_and_the_sdk_only() -> None:
+    files = sorted((RELAY / "aetherflow_relay").rglob("*.py"))
+    assert files, "relay/aetherflow_relay is missing"
+    for path in files:
+        for name in _imports(path, root=RELAY):
+            assert name.split(".")[0] in ("aetherflow_relay", "aetherflow_node", "aetherflow_sdk"), (
+                f"{path.relative_to(RELAY)} imports {name}: the relay may import only the node and the SDK"
+            )
+
+
+def test_nothing_imports_the_relay() -> None:
+    for path in sorted(SRC.rglob("*.py")):
+        assert not any(n.startswith("aetherflow_relay") for n in _imports(path)), path
