@@ -46,7 +46,7 @@ def test_sigterm_cleans_up_the_demo_temporary_directory() -> None:
     pattern = os.path.join(tempfile.gettempdir(), "aetherflow-demo-*")
     before = set(glob.glob(pattern))
     demo = subprocess.Popen(
-        [*COMMAND, "demo", "--edits", "10000", "--seed", "1"],
+        [*COMMAND, "demo", "--headless", "--edits", "3000", "--seed", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

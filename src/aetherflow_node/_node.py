@@ -260,10 +260,12 @@ class Node:
         )
         if known is None or known.token != record.token:
             self.catalog.add_document(record)
-        document = await self._open(record)
+        # The ticket's addresses first: _open() also dials the holders stored from an earlier run,
+        # and the mesh keeps one dial per node ID, so a stale address of the issuer (it restarted
+        # on a new port) would otherwise shadow the fresh one the ticket carries.
         for address in ticket.direct:
             self.mesh.want(address, ticket.issuer, persistent=True)
-        return document
+        return await self._open(record)
 
     async def _open(self, record: DocumentRecord) -> Document:
         existing = self._documents.get(record.doc_id)

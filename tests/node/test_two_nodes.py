@@ -24,3 +24,19 @@ async def test_two_nodes_join_by_ticket_and_sync_both_ways(tmp_path: Path) -> No
         await wait_until(lambda: doc_a.text == "hello world", 10, "alice got bob's edit", alice, bob)
         assert [p.name for p in alice.peers] == ["bob"]
         assert alice.peers[0].path == "lan" and alice.peers[0].documents == ("notes",)
+
+
+async def test_rejoining_with_a_fresh_ticket_after_both_restart_dials_its_new_address(tmp_path: Path) -> None:
+    """The issuer restarts on a new port; the joiner knows the document (and the old address)
+    from its first run. The new ticket's address must win over the stored, stale one."""
+    for run in range(2):
+        async with (
+            open_node(data_dir=tmp_path / "a", name="alice", **loopback()) as alice,  # type: ignore[arg-type]
+            open_node(data_dir=tmp_path / "b", name="bob", **loopback()) as bob,  # type: ignore[arg-type]
+        ):
+            doc_a = await alice.open_document("notes")
+            doc_a.insert(len(doc_a), f"run {run}. ")
+            doc_b = await bob.open_document(alice.share(doc_a, user="bob", perm="rw"))
+            same = lambda a=doc_a, b=doc_b: a.text == b.text  # noqa: E731
+            await wait_until(same, 10, f"run {run}: bob synced", alice, bob)
+            assert doc_b.text == "run 0. " * (run == 0) + "run 0. run 1. " * (run == 1)
