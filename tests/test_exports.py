@@ -28,7 +28,7 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "Channel", "ChannelRefused", "Connection", "ConnectionClosed", "ConnectionEstablished",
         "ConnectionStatistics", "ConnectionTerminated", "DirectPath", "Endpoint", "EndpointCore",
         "EndpointEvent", "EndpointStatistics", "HandshakeCompleted", "Path", "PathChanged", "PathMigrated",
-        "PathMigrationFailed", "PathValidationFailed", "QuantumConfig",
+        "PathMigration", "PathMigrationFailed", "PathValidationFailed", "QuantumConfig",
         "QuantumConnection", "open_endpoint",
     ],
     "aetherflow_sdk.session": [

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from aetherflow_sdk._errors import BadPacket, LocalProtocolError, MessageTooLarge
+from aetherflow_sdk._errors import LocalProtocolError, MessageTooLarge
 from aetherflow_sdk.quantum import QuantumConfig
 from aetherflow_sdk.quantum._connection import PathMigrated, PathMigrationFailed
-from aetherflow_sdk.quantum._paths import Path
+from tests.quantum._relay import RELAY_FRAME, InMemoryRelay, RelayPath
 from tests.quantum._vnet import LinkProfile, VirtualNetwork
 
 Address = tuple[str, int]
@@ -112,87 +112,6 @@ class Forwarder:
             self._out.append((data, self.target, self.inside))
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address, Address]]:
-        out, self._out = self._out, []
-        return out
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
-
-
-RELAY_FRAME = 60  # bytes of relay framing in front of each packet
-RELAY_MAGIC = 0xAF  # a raw first byte (>= 0x40)
-TO_PEER, FROM_PEER = 1, 2
-
-
-class RelayPath(Path):
-    """A path through the in-memory relay: a 60-byte frame naming the peer, then the packet.
-
-    frame = magic (1) | kind (1) | reserved (2) | node ID of the peer (32) | reserved (24)
-    """
-
-    def __init__(self, relay: Address, peer_id: bytes, relay_mtu: int) -> None:
-        self._relay, self._peer_id, self._mtu = relay, peer_id, relay_mtu
-
-    @property
-    def address(self) -> Address:
-        return self._relay
-
-    @property
-    def overhead(self) -> int:
-        return RELAY_FRAME
-
-    @property
-    def max_datagram_size(self) -> int:
-        return self._mtu
-
-    def wrap(self, packet: bytes) -> bytes:
-        return bytes((RELAY_MAGIC, TO_PEER, 0, 0)) + self._peer_id + bytes(24) + packet
-
-    def unwrap_untrusted(self, datagram: bytes) -> bytes:
-        if (
-            len(datagram) <= RELAY_FRAME
-            or datagram[0] != RELAY_MAGIC
-            or datagram[1] != FROM_PEER
-            or datagram[4:36] != self._peer_id
-        ):
-            raise BadPacket("not a relay frame from this path's peer")
-        return datagram[RELAY_FRAME:]
-
-
-class InMemoryRelay:
-    """Forwards framed datagrams between registered nodes, rewriting the frame's node ID to the
-    sender's; it drops anything larger than its MTU (as a relay would)."""
-
-    def __init__(self, net: VirtualNetwork, address: Address, mtu: int) -> None:
-        self.address, self.mtu = address, mtu
-        self._address_of: dict[bytes, Address] = {}
-        self._node_at: dict[Address, bytes] = {}
-        self._out: list[tuple[bytes, Address]] = []
-        self.forwarded = 0
-        self.oversized = 0
-        net.endpoints[address] = self
-
-    def register(self, node_id: bytes, address: Address) -> None:
-        self._address_of[node_id] = address
-        self._node_at[address] = node_id
-
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        if len(data) > self.mtu:
-            self.oversized += 1
-            return
-        if len(data) <= RELAY_FRAME or data[0] != RELAY_MAGIC or data[1] != TO_PEER:
-            return
-        destination = self._address_of.get(data[4:36])
-        sender = self._node_at.get(source)
-        if destination is None or sender is None:
-            return
-        self.forwarded += 1
-        self._out.append((bytes((RELAY_MAGIC, FROM_PEER, 0, 0)) + sender + data[36:], destination))
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._out = self._out, []
         return out
 

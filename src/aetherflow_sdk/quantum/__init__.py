@@ -34,6 +34,7 @@ from aetherflow_sdk.quantum._events import (
     EndpointEvent,
     PathChanged,
 )
+from aetherflow_sdk.quantum._path_shell import PathMigration
 from aetherflow_sdk.quantum._paths import DirectPath, Path, PathValidationFailed
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
@@ -54,6 +55,7 @@ __all__ = [
     "Path",
     "PathChanged",
     "PathMigrated",
+    "PathMigration",
     "PathMigrationFailed",
     "PathValidationFailed",
     "QuantumConfig",

@@ -32,13 +32,15 @@ from anyio.abc import TaskGroup
 from aetherflow_sdk._errors import ClosedLocally, ConnectionClosed, LocalProtocolError
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk._uuid7 import uuid7
-from aetherflow_sdk.quantum import _channel_shell
+from aetherflow_sdk.quantum import _channel_shell, _path_shell
 from aetherflow_sdk.quantum._channel_shell import Channel
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, HandshakeCompleted, PathMigrated, QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore, check_address, check_peer_id
 from aetherflow_sdk.quantum._events import ConnectionClosed as ConnectionClosedEvent
 from aetherflow_sdk.quantum._events import ConnectionEstablished, EventHub, EventStream, PathChanged
+from aetherflow_sdk.quantum._path_shell import PathMigration
+from aetherflow_sdk.quantum._paths import Path
 from aetherflow_sdk.quantum._states import CAN_SEND_DATA, HANDSHAKING, OPEN
 from aetherflow_sdk.quantum._stats import ConnectionStatistics, EndpointStatistics
 
@@ -224,6 +226,39 @@ class Endpoint:
                 f"the channel filter must be callable, got {type(channel_filter).__name__}"
             )
         self._core.channel_filter = channel_filter
+
+    def set_raw_handler(self, handler: Callable[[bytes, Address], None] | None) -> None:
+        """Call ``handler(data, address)`` for every datagram on the socket that is not Quantum.
+
+        The first-byte rule (docs/protocol.md, section 1): a datagram whose first byte is 0x40
+        or above is raw. The handler runs inside the endpoint's receive loop, so it must not
+        block; one that raises costs only its datagram. None (the default) drops them.
+        """
+        self._core.set_raw_handler(handler)
+
+    def send_raw(self, data: bytes, address: tuple[str, int]) -> bool:
+        """Send one raw datagram (first byte 0x40 or above) from this endpoint's socket.
+
+        To an address that is not the proven path of one of this endpoint's connections, at
+        most 1200 bytes plus 3x what that address sent us may go (anti-amplification): past
+        that it returns False and sends nothing (``raw_datagrams_refused``).
+        """
+        self._check_open()
+        sent = self._core.send_raw(_check_bytes(data, "send_raw"), address)
+        self._flush()
+        return sent
+
+    def add_path(self, path: Path) -> None:
+        """Receive through a framed ``path`` (e.g. a relay's) that the peer may move a connection to.
+
+        Raw datagrams from ``path.address`` that ``path.unwrap_untrusted`` accepts are then
+        Quantum packets; a connection that receives one follows the peer onto ``path``.
+        ``Connection.migrate_to_path`` registers its path itself."""
+        self._core.add_path(path)
+
+    def remove_path(self, path: Path) -> None:
+        """Stop receiving through ``path``."""
+        self._core.remove_path(path)
 
     def statistics(self) -> EndpointStatistics:
         """Counters of the socket and the stateless handshake gate."""
@@ -541,6 +576,29 @@ class Connection:
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of RTT, congestion and counters."""
         return self._core.statistics()
+
+    async def migrate(self, address: tuple[str, int]) -> None:
+        """Move this connection to the peer at ``address``, directly, once the path is proven.
+
+        A PATH_CHALLENGE goes to ``address``; until its answer comes back every message keeps
+        going on the current path, and after it, all of them take the new one. Keys, messages
+        in flight and channels are kept; RTT and congestion start afresh (RFC 9000 §9.4).
+        Raises PathValidationFailed if the address never answers (after about 7 s).
+        """
+        await _path_shell.migrate(self, address)
+
+    def migrate_to_path(self, path: Path) -> PathMigration:
+        """Start moving this connection to ``path`` (e.g. a relay's); await the result to wait.
+
+        Like :meth:`migrate`, for any :class:`~aetherflow_sdk.quantum.Path`: a framed one is
+        registered on the endpoint, so that what comes back through it reaches this connection.
+        """
+        return _path_shell.start_migration(self, path)
+
+    @property
+    def path(self) -> Path:
+        """The path the connection's packets take now."""
+        return self._core.path
 
     async def open_channel(self, name: bytes) -> Channel:
         """Open a channel named ``name`` (1-255 bytes) and wait for the peer to accept it.

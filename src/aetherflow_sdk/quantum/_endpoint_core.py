@@ -23,6 +23,7 @@ address sent us (RFC 9000 §8.1's factor).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
@@ -247,6 +248,11 @@ class EndpointCore:
         """Call ``handler(data, address)`` for each datagram that is not Quantum (None: drop them)."""
         if handler is not None and not callable(handler):
             raise LocalProtocolError(f"the raw handler must be callable, got {handler!r}")
+        if inspect.iscoroutinefunction(handler):
+            raise LocalProtocolError(
+                "the raw handler is called for each datagram and must not block: pass a plain "
+                "function (hand the datagram to a task, e.g. through a memory channel's send_nowait)"
+            )
         self._raw_handler = handler
 
     def send_raw(self, data: bytes, address: Address) -> bool:

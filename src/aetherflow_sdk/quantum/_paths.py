@@ -250,6 +250,12 @@ class PathControl:
         return self._path.packet_size
 
     @property
+    def migration_target(self) -> Path | None:
+        """The path :meth:`migrate` is validating, or None."""
+        target = self._migration_target
+        return None if target is None else target.path
+
+    @property
     def migrating(self) -> bool:
         """A migration asked for by :meth:`migrate` is still being validated."""
         return self._migration_target is not None
