@@ -178,6 +178,8 @@ async def test_closing_one_channel_delivers_what_was_sent_and_leaves_the_rest_ru
                 await s_doomed.send(b"too late")
             with pytest.raises(ClosedLocally):
                 await doomed.send(b"after close")
+            with pytest.raises(ClosedLocally):
+                await doomed.receive()
             await kept.send(b"kept")
             assert await s_kept.receive() == b"kept"
             await client.send(b"zero")

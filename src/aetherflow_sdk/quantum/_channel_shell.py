@@ -79,6 +79,8 @@ class Channel:
         conn = self._connection._core
         core = self._core
         while True:
+            if core.state is ChannelState.CLOSING or core.state is ChannelState.CLOSED:
+                raise conn.channels.error_of(core)  # closed here (or refused): nothing more to take
             message = conn.channels.receive_message(core)
             if message is not None:
                 if core.max_data_queued:  # taking it freed window worth announcing
