@@ -4,7 +4,8 @@ Rules (each one is tested):
 
 1. **One link per peer.** Either side may dial. If both did, the connection dialed by the
    smaller node ID is kept and the other closed -- both sides apply the same rule, so they
-   keep the same one.
+   keep the same one. A second connection from the same dialer replaces the first (the
+   peer restarted or moved before the old connection timed out).
 2. **One channel per document per link.** When a link comes up, and whenever a document is
    opened, each side opens a channel for each document it holds (the channel's name is a
    keyed hash of the document's secret: a peer that does not hold it refuses, learning
@@ -14,8 +15,8 @@ Rules (each one is tested):
    token against the document's issuer: a joiner may sync with any other holder, and a
    read-only holder is read-only towards everyone -- its writes are dropped and counted.
 4. **Holders find each other.** When a document's channel is up, each side tells the other
-   which holders it is connected to (on the link's control channel), so joiners of one
-   ticket mesh with each other, not only with the ticket's issuer.
+   which holders it is connected to (on the connection's own channel 0, the control
+   channel), so joiners of one ticket mesh with each other, not only with the issuer.
 5. **Revocations are signed by the issuer** and passed on to every holder, now and when
    they next meet.
 6. **A peer that breaks the rules** (garbage, writes it may not make) collects strikes;
@@ -42,11 +43,10 @@ import attrs
 import msgpack
 from anyio.abc import TaskGroup
 
-from aetherflow_node._channels import Channel, ChannelRefused, Mux
 from aetherflow_node._limits import Backoff, Limits, PeerBudget
 from aetherflow_sdk import AetherFlowError, AuthError, BadPacket, ConnectionClosed
 from aetherflow_sdk._identity import verify_signature
-from aetherflow_sdk.quantum import Connection, Endpoint
+from aetherflow_sdk.quantum import Channel, ChannelRefused, Connection, Endpoint
 from aetherflow_sdk.replica import is_write_message
 from aetherflow_sdk.replica._wire import parse_message_untrusted
 from aetherflow_sdk.session import Permission, SessionServer, TokenVerifier, open_session
@@ -57,13 +57,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("aetherflow.node")
 
-CONTROL = b"ctl"
-"""The control channel: names, holders, revocations (opened by the link's dialer)."""
 MAX_CONTROL_MESSAGE = 64 * 1024
 MAX_HOLDERS_IN_MESSAGE = 64
 GOSSIP_ATTEMPTS = 6
 """Dials of a holder learned from a peer (or from the catalog) before giving up on it."""
 FIRST_MESSAGE_TIMEOUT = 10.0
+CLOSE_GRACE = 1.0
+"""Longest a closing channel waits for its peer (a dead peer must not hold shutdown up)."""
 
 
 def path_kind(address: tuple[str, int]) -> str:
@@ -162,7 +162,6 @@ class Link:
     """The one connection to one peer, and what runs on it."""
 
     conn: Connection
-    mux: Mux
     dialer: bool
     """True if this node dialed the connection."""
     budget: PeerBudget
@@ -170,11 +169,8 @@ class Link:
     peer_name: str = ""
     docs: dict[str, DocLink] = attrs.Factory(dict)
     opening: set[str] = attrs.Factory(set)
-    control: Channel | None = None
-    control_ready: anyio.Event = attrs.Factory(anyio.Event)
     closed: anyio.Event = attrs.Factory(anyio.Event)
     task_group: TaskGroup | None = None
-    discovered: bool = False
 
     @property
     def peer_id(self) -> bytes:
@@ -211,6 +207,10 @@ class Mesh:
         self.rng = rng
         self.links: dict[bytes, Link] = {}
         self.banned: dict[bytes, float] = {}
+        self.applied: set[str] = set()
+        """Token IDs whose revocation this node applied."""
+        self.lan_peers: set[bytes] = set()
+        """Node IDs seen on the LAN by mDNS now (their path is "lan")."""
         self._dialing_addresses: set[tuple[str, int]] = set()
         self._dialing_ids: set[bytes] = set()
         self._task_group: TaskGroup | None = None
@@ -241,6 +241,7 @@ class Mesh:
 
     def start(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
+        self.endpoint.set_channel_filter(self._channel_filter)
         task_group.start_soon(self._accept_loop)
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -249,8 +250,16 @@ class Mesh:
 
     # -- dialing --------------------------------------------------------------------------------
 
-    def want(self, address: tuple[str, int], node_id: bytes | None = None, *, persistent: bool) -> None:
-        """Keep a link to the node at ``address`` (whose ID is ``node_id`` when known)."""
+    def want(
+        self,
+        address: tuple[str, int],
+        node_id: bytes | None = None,
+        *,
+        persistent: bool,
+        connection: Connection | None = None,
+    ) -> None:
+        """Keep a link to the node at ``address`` (whose ID is ``node_id`` when known);
+        ``connection``, if given, is one already made to it (used first)."""
         if node_id == self.my_id or address in self._dialing_addresses:
             return
         if node_id is not None and (node_id in self._dialing_ids or node_id in self.links):
@@ -260,13 +269,19 @@ class Mesh:
         self._dialing_addresses.add(address)
         if node_id is not None:
             self._dialing_ids.add(node_id)
-        self._spawn(self._dial_loop, address, node_id, persistent)
+        self._spawn(self._dial_loop, address, node_id, persistent, connection)
 
     async def dial_once(self, address: tuple[str, int], node_id: bytes | None = None) -> Connection:
         self.counters["connections_dialed"] += 1
         return await self.endpoint.connect(address, peer_id=node_id)
 
-    async def _dial_loop(self, address: tuple[str, int], node_id: bytes | None, persistent: bool) -> None:
+    async def _dial_loop(
+        self,
+        address: tuple[str, int],
+        node_id: bytes | None,
+        persistent: bool,
+        first: Connection | None,
+    ) -> None:
         backoff = Backoff(self.rng, base=self.limits.backoff_base, cap=self.limits.backoff_cap)
         failures = 0
         try:
@@ -282,7 +297,8 @@ class Mesh:
                         await anyio.sleep(ban)
                         continue
                 try:
-                    conn = await self.dial_once(address, node_id)
+                    conn = first or await self.dial_once(address, node_id)
+                    first = None
                 except (ConnectionClosed, AetherFlowError, OSError) as exc:
                     self.counters["dial_failures"] += 1
                     failures += 1
@@ -321,8 +337,6 @@ class Mesh:
     # -- links ----------------------------------------------------------------------------------
 
     def _channel_filter(self, peer_id: bytes, name: bytes) -> bool:
-        if name == CONTROL:
-            return True
         return self.node._document_by_channel(name) is not None
 
     def _register(self, link: Link) -> bool:
@@ -336,8 +350,11 @@ class Mesh:
             return self.my_id if one.dialer else one.peer_id
 
         self.counters["duplicate_links"] += 1
-        if existing.dialer != link.dialer and dialed_by(link) < dialed_by(existing):
-            existing.close("duplicate connection")
+        # Same dialer twice: the peer lost the old connection (it restarted, or its address
+        # changed) before we noticed, so the new one replaces it. Both sides dialled: the
+        # connection dialled by the smaller node ID wins, on both sides alike.
+        if existing.dialer == link.dialer or dialed_by(link) < dialed_by(existing):
+            existing.close("replaced by a newer connection")
             self.links[link.peer_id] = link
             return True
         return False
@@ -346,7 +363,6 @@ class Mesh:
         """Run one peer's link until its connection ends."""
         link = Link(
             conn=conn,
-            mux=Mux(conn, dialer=dialer, accept_filter=self._channel_filter),
             dialer=dialer,
             budget=PeerBudget(self.limits, time.monotonic()),
             dialed_address=address,
@@ -360,10 +376,8 @@ class Mesh:
         try:
             async with anyio.create_task_group() as tg:
                 link.task_group = tg
-                tg.start_soon(self._run_mux, link)
+                tg.start_soon(self._control_loop, link)
                 tg.start_soon(self._accept_channels, link)
-                if dialer:
-                    tg.start_soon(self._open_control, link)
                 for document in list(self.node._documents.values()):
                     tg.start_soon(self._open_document, link, document)
         finally:
@@ -379,15 +393,25 @@ class Mesh:
             ):
                 await conn.aclose()
 
-    async def _run_mux(self, link: Link) -> None:
-        await link.mux.run()
-        assert link.task_group is not None
-        link.task_group.cancel_scope.cancel()
-
     def document_opened(self, document: Document) -> None:
         for link in list(self.links.values()):
             if link.task_group is not None and not link.closed.is_set():
                 link.task_group.start_soon(self._open_document, link, document)
+
+    async def close_all(self, grace: float = CLOSE_GRACE) -> None:
+        """Shutdown: close every connection, waiting at most ``grace`` for peers to acknowledge."""
+        links = list(self.links.values())
+
+        async def close(link: Link) -> None:
+            with contextlib.suppress(AetherFlowError):
+                await link.conn.aclose()
+
+        with anyio.move_on_after(grace):
+            async with anyio.create_task_group() as tg:
+                for link in links:
+                    tg.start_soon(close, link)
+        for link in links:
+            link.close("node shutting down")
 
     def drop(self, link: Link, reason: str) -> None:
         """Close a peer's link for breaking the rules, and keep it away for a while."""
@@ -405,16 +429,7 @@ class Mesh:
         assert link.task_group is not None
         with contextlib.suppress(ConnectionClosed):
             while True:
-                channel = await link.mux.accept_channel()
-                if channel.name == CONTROL:
-                    if link.dialer or link.control is not None:
-                        self.offence(link, "unexpected control channel")
-                        await channel.aclose()
-                        continue
-                    link.control = channel
-                    link.control_ready.set()
-                    link.task_group.start_soon(self._control_loop, link, channel)
-                    continue
+                channel = await link.conn.accept_channel()
                 document = self.node._document_by_channel(channel.name)
                 if document is None:
                     await channel.aclose()
@@ -442,7 +457,7 @@ class Mesh:
         link.opening.add(doc_id)
         try:
             try:
-                channel = await link.mux.open_channel(document.record.channel_name)
+                channel = await link.conn.open_channel(document.record.channel_name)
             except (ChannelRefused, ConnectionClosed):
                 return
             try:
@@ -464,7 +479,7 @@ class Mesh:
             except* (ConnectionClosed, TimeoutError, AetherFlowError):
                 pass
             finally:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
                     await channel.aclose()
         finally:
             link.opening.discard(doc_id)
@@ -478,7 +493,7 @@ class Mesh:
         except* (ConnectionClosed, TimeoutError, AetherFlowError):
             pass
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
                 await channel.aclose()
 
     async def _serve_session(self, link: Link, document: Document, channel: Channel) -> None:
@@ -530,35 +545,26 @@ class Mesh:
 
     # -- the control channel ---------------------------------------------------------------------
 
-    async def _open_control(self, link: Link) -> None:
-        try:
-            channel = await link.mux.open_channel(CONTROL)
-        except (ChannelRefused, ConnectionClosed):
-            return
-        link.control = channel
-        link.control_ready.set()
-        await self._control_loop(link, channel)
-
     def _send_control(self, link: Link, message: dict[str, Any]) -> None:
         async def send() -> None:
-            with anyio.move_on_after(FIRST_MESSAGE_TIMEOUT):
-                await link.control_ready.wait()
-            if link.control is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await link.control.send(msgpack.packb(message, use_bin_type=True))
+            with contextlib.suppress(ConnectionClosed):
+                await link.conn.send(msgpack.packb(message, use_bin_type=True))
 
         if link.task_group is not None and not link.closed.is_set():
             link.task_group.start_soon(send)
 
-    async def _control_loop(self, link: Link, channel: Channel) -> None:
+    async def _control_loop(self, link: Link) -> None:
+        """Channel 0 carries control messages; when it ends, the connection is over."""
         self._send_control(link, {"k": "hello", "n": self.node.name})
         with contextlib.suppress(ConnectionClosed):
             while True:
-                data = await channel.receive()
+                data = await link.conn.receive()
                 try:
                     self._on_control_untrusted(link, data)
                 except BadPacket as exc:
                     self.offence(link, f"bad control message ({exc})")
+        assert link.task_group is not None
+        link.task_group.cancel_scope.cancel()
 
     def _on_control_untrusted(self, link: Link, data: bytes) -> None:
         if len(data) > MAX_CONTROL_MESSAGE:
@@ -610,7 +616,8 @@ class Mesh:
                 and isinstance(signature, bytes)
             ):
                 raise BadPacket("a revocation is not [token ID, until, signature]")
-            self.apply_revocation(document, token_id, float(until), signature)
+            if self.apply_revocation(document, token_id, float(until), signature):
+                self._spawn(self.end_revoked, document, token_id, float(until), signature)
 
     def _announce(self, link: Link, document: Document) -> None:
         """Rules 4 and 5: tell the new holder about the others, the others about it, and the revocations."""
@@ -632,25 +639,33 @@ class Mesh:
             )
 
     def apply_revocation(self, document: Document, token_id: str, until: float, signature: bytes) -> bool:
-        """A revocation signed by the document's issuer: apply it here, pass it on; False if bad or known."""
+        """A revocation signed by the document's issuer: refuse the token from now on.
+
+        Returns False if the signature is bad or the revocation was applied already; else the
+        caller ends the token's sessions and passes it on with :meth:`end_revoked`.
+        """
         payload = revocation_payload(document.doc_id, token_id, until)
-        if not verify_signature(document.record.issuer, signature, payload):
+        if token_id in self.applied or not verify_signature(document.record.issuer, signature, payload):
             return False
-        if not self.node.catalog.add_revocation(document.doc_id, token_id, until, signature):
-            return False
+        self.applied.add(token_id)
+        self.node.catalog.add_revocation(document.doc_id, token_id, until, signature)
         self.counters["revocations_applied"] += 1
         self.verifier.revoke(token_id)
-        self._spawn(self._end_revoked, document, token_id, until, signature)
         return True
 
-    async def _end_revoked(self, document: Document, token_id: str, until: float, signature: bytes) -> None:
+    async def end_revoked(self, document: Document, token_id: str, until: float, signature: bytes) -> None:
+        """End the sessions of a revoked token, here, and tell every holder we sync the document with."""
         await self.server.revoke(token_id, until=until if math.isfinite(until) else math.inf)
         channel_name = document.record.channel_name
+        message = msgpack.packb(
+            {"k": "revoke", "c": channel_name, "j": token_id, "u": until, "s": signature}, use_bin_type=True
+        )
         for link in list(self.links.values()):
             entry = link.docs.get(document.doc_id)
-            if entry is not None and entry.peer_token_id == token_id:
+            if entry is None:
+                continue
+            if entry.peer_token_id == token_id:
                 entry.scope.cancel()
-            if entry is not None:
-                self._send_control(
-                    link, {"k": "revoke", "c": channel_name, "j": token_id, "u": until, "s": signature}
-                )
+            else:
+                with contextlib.suppress(ConnectionClosed):
+                    await link.conn.send(message)

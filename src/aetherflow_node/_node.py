@@ -40,7 +40,7 @@ from aetherflow_node._datadir import (
 )
 from aetherflow_node._document import Document
 from aetherflow_node._limits import Limits
-from aetherflow_node._mesh import Mesh, path_kind, revocation_payload
+from aetherflow_node._mesh import Link, Mesh, path_kind, revocation_payload
 from aetherflow_node._stats import DocumentStatistics as NodeDocumentStatistics
 from aetherflow_node._stats import NodeStatistics, PeerStatistics
 from aetherflow_sdk import LocalProtocolError, uuid7
@@ -64,6 +64,8 @@ logger = logging.getLogger("aetherflow.node")
 
 SELF_TOKEN_LIFETIME = 10 * 365 * 86_400
 """The token a document's creator presents to its holders (bound to the creator's node)."""
+REVOCATION_POLL = 2.0
+"""Seconds between looks at the catalog for revocations made by ``aetherflow revoke``."""
 AUTOFLUSH_INTERVAL = 0.05
 """Group commit: every edit is durable within about this long plus one SQLite commit."""
 
@@ -149,6 +151,7 @@ class Node:
         """True while mDNS discovery runs (set by the discovery task)."""
         self.discovered_peers = 0
         self._activity = anyio.Event()
+        self._documents_changed = anyio.Event()
 
     @property
     def activity(self) -> anyio.Event:
@@ -272,6 +275,9 @@ class Node:
         if existing is not None:
             return existing
         self._verifier.trust_for_document(record.doc_id, record.issuer)
+        for token_id, _, _ in self.catalog.revocations(record.doc_id, time.time()):
+            self._verifier.revoke(token_id)
+            self.mesh.applied.add(token_id)
         replica = Replica(record.doc_id, self._store)
         assert self._task_group is not None
         stop, done = anyio.Event(), anyio.Event()
@@ -282,6 +288,8 @@ class Node:
         self._by_channel[record.channel_name] = document
         self._task_group.start_soon(replica.autoflush, AUTOFLUSH_INTERVAL)
         self.mesh.document_opened(document)
+        self._documents_changed.set()
+        self._documents_changed = anyio.Event()
         for node_id, address in self.catalog.holders(record.doc_id):
             self.mesh.want(address, node_id, persistent=False)
         return document
@@ -364,16 +372,33 @@ class Node:
         ]
         for token in issued:
             payload = revocation_payload(document.doc_id, token.token_id, token.expires)
-            self.mesh.apply_revocation(document, token.token_id, token.expires, self.identity.sign(payload))
+            signature = self.identity.sign(payload)
             self.catalog.mark_revoked(token.token_id)
+            if self.mesh.apply_revocation(document, token.token_id, token.expires, signature):
+                await self.mesh.end_revoked(document, token.token_id, token.expires, signature)
         await anyio.lowlevel.checkpoint()
         return len(issued)
+
+    async def _watch_revocations(self) -> None:
+        """Pick up revocations written into the catalog by ``aetherflow revoke`` while we run."""
+        while True:
+            await anyio.sleep(REVOCATION_POLL)
+            for document in list(self._documents.values()):
+                for token_id, until, signature in self.catalog.revocations(document.doc_id, time.time()):
+                    if self.mesh.apply_revocation(document, token_id, until, signature):
+                        await self.mesh.end_revoked(document, token_id, until, signature)
 
     # -- peers --------------------------------------------------------------------------------------
 
     def connect(self, peer: tuple[str, int] | str) -> None:
         """Keep a link to the node at ``peer`` (``(host, port)`` or ``"host:port"``), redialing as needed."""
         self.mesh.want(_address(peer), None, persistent=True)
+
+    def _path(self, link: Link) -> str:
+        """ "lan" when mDNS found the peer or its address is local, else "direct" (relays: later)."""
+        if link.peer_id in self.mesh.lan_peers:
+            return "lan"
+        return path_kind(link.conn.peer_address)
 
     @property
     def peers(self) -> tuple[PeerInfo, ...]:
@@ -388,7 +413,7 @@ class Node:
                 PeerInfo(
                     node_id=format_node_id(link.peer_id),
                     name=link.peer_name,
-                    path="lan" if link.discovered else path_kind(link.conn.peer_address),
+                    path=self._path(link),
                     address=link.conn.peer_address,
                     rtt=stats.smoothed_rtt,
                     loss=stats.packets_lost / stats.packets_sent if stats.packets_sent else 0.0,
@@ -407,7 +432,7 @@ class Node:
                 PeerStatistics(
                     node_id=format_node_id(link.peer_id),
                     name=link.peer_name,
-                    path="lan" if link.discovered else path_kind(link.conn.peer_address),
+                    path=self._path(link),
                     smoothed_rtt=stats.smoothed_rtt,
                     loss=stats.packets_lost / stats.packets_sent if stats.packets_sent else 0.0,
                     bytes_sent=stats.bytes_sent,
@@ -473,6 +498,7 @@ class Node:
                 document.closed = True
                 with contextlib.suppress(Exception):
                     await document.replica.aclose()
+            await self.mesh.close_all()
 
 
 @asynccontextmanager
@@ -532,6 +558,7 @@ async def open_node(
             async with anyio.create_task_group() as tg:
                 node._task_group = tg
                 tg.start_soon(server.run_timers)
+                tg.start_soon(node._watch_revocations)
                 node.mesh.start(tg)
                 for address in manual:
                     node.mesh.want(address, None, persistent=True)

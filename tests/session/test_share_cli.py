@@ -47,13 +47,18 @@ def test_share_prints_a_ticket_signed_by_the_local_identity(tmp_path: Path) -> N
     assert 2 * 3600 - 120 <= claims.expires_at - time.time() <= 2 * 3600 + 5
     assert "ro ticket for 'bob'" in result.stderr
     # Same identity the second time: the key file is reused, not replaced.
-    again = _share("notes", "--user", "carol", "--perm", "rw", "--data-dir", str(tmp_path))
+    again = _share(
+        "notes", "--user", "carol", "--perm", "rw", "--data-dir", str(tmp_path), "--address", "h:1"
+    )
     assert Ticket.parse(again.stdout).issuer == identity.node_id
     assert (tmp_path / "identity.key").stat().st_mode & 0o077 == 0
 
 
 def test_share_uses_aetherflow_home(tmp_path: Path) -> None:
-    result = _share("doc", "--user", "u", "--perm", "rw", env={"AETHERFLOW_HOME": str(tmp_path / "home")})
+    result = _share(
+        "doc", "--user", "u", "--perm", "rw", "--address", "127.0.0.1:4433",
+        env={"AETHERFLOW_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "home" / "identity.key").exists()
 

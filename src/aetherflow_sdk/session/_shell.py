@@ -240,7 +240,8 @@ class SessionChannel:
                 with anyio.move_on_after(CLOSE_GRACE):  # best effort: a dead peer must not hold us up
                     with suppress(ConnectionClosed):
                         await self.raw.send(encode_frame(FrameKind.CLOSE, b"closed by application"))
-            await self.raw.aclose()
+            with anyio.move_on_after(CLOSE_GRACE):  # a dead peer must not hold the close up
+                await self.raw.aclose()
 
     async def _end(self, reason: str) -> None:
         """Server: the session ended under the connection (expired, revoked): say so and hang up."""
@@ -251,7 +252,8 @@ class SessionChannel:
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(CLOSE_GRACE), suppress(ConnectionClosed):
                 await self.raw.send(encode_frame(FrameKind.CLOSE, reason.encode()))
-            await self.raw.aclose()
+            with anyio.move_on_after(CLOSE_GRACE):  # a dead peer must not hold the close up
+                await self.raw.aclose()
 
     def statistics(self) -> SessionChannelStatistics:
         return SessionChannelStatistics(
