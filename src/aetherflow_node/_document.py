@@ -161,16 +161,17 @@ class Document:
         return self._node.share(self, user=user, perm=perm, expires_in=expires_in)
 
     def statistics(self) -> DocumentStatistics:
-        sync = self.sync.protocol.statistics()
-        peers = sync.peers
-        if peers and self.offline_edits:
-            self.offline_edits = 0  # a connected peer was sent our state (sync step 2)
+        protocol = self.sync.protocol
+        sync = protocol.statistics()
+        peers = protocol.peers
+        if peers and self.offline_edits and all(protocol.peer_state(p) == "synced" for p in peers):
+            self.offline_edits = 0  # every connected peer asked for our state and was answered
         pending = self.offline_edits + sync.held_updates
         return DocumentStatistics(
-            peers=peers,
-            offline=peers == 0,
+            peers=len(peers),
+            offline=not peers,
             pending_updates=pending,
-            synced=peers > 0 and pending == 0,
+            synced=bool(peers) and pending == 0,
             unflushed_updates=self.replica.statistics().unflushed_updates,
             writes_denied=sync.writes_denied,
             bad_messages=sync.bad_messages,
