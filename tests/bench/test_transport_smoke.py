@@ -69,3 +69,34 @@ def test_tiny_run_on_the_emulated_link(tmp_path: Path, capsys: pytest.CaptureFix
         assert record["app_bytes"] >= 1_000_000 and record["goodput_mbit"] > 0
     assert "tcp-bbr" in table and "messages 5ms 2% loss" in table
     assert plot.stat().st_size > 0
+
+
+def test_two_docs_needs_the_emulated_link(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "transport", "--workload", "two-docs", "--loopback"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "emulated link" in err
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(_reason is not None, reason=_reason or "")
+def test_tiny_two_documents_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "two-docs.json"
+    status = main(
+        [
+            "bench", "transport", "--workload", "two-docs",
+            "--delay-ms", "5", "--loss", "0.02", "--rate-mbit", "20", "--seed", "3",
+            "--count", "20", "--msg-rate", "50", "--step2-mb", "0.3", "--timeout", "60",
+            "--json", str(out),
+        ]
+    )  # fmt: skip
+    table = capsys.readouterr().out
+    assert status == 0, table
+    records = json.loads(out.read_text())
+    assert [r["contender"] for r in records] == ["edits-alone", "two-channels", "one-channel"]
+    for record in records:
+        assert record["error"] is None and record["complete"] and record["received"] == 20
+        assert 5.0 <= record["latency_ms"]["p50"] <= record["latency_ms"]["max"]
+    alone, channels, one = records
+    assert alone["goodput_mbit"] is None  # no step 2 in the baseline
+    assert channels["goodput_mbit"] > 0 and one["goodput_mbit"] > 0
+    assert "two-docs 5ms 2% loss 20Mbit/s" in table

@@ -65,8 +65,10 @@ def _last_json(output: str, role: str) -> dict[str, Any]:
     return {"error": f"{role} printed no result"}
 
 
-def _start(namespace: Namespace | None, spec: dict[str, Any]) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", _PEER_MODULE, json.dumps(spec)]
+def _start(
+    namespace: Namespace | None, spec: dict[str, Any], module: str = _PEER_MODULE
+) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", module, json.dumps(spec)]
     options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     if namespace is None:
         return subprocess.Popen(argv, **options)
@@ -74,11 +76,15 @@ def _start(namespace: Namespace | None, spec: dict[str, Any]) -> subprocess.Pope
 
 
 def _run_peers(
-    spec: dict[str, Any], server_ns: Namespace | None, client_ns: Namespace | None, host: str
+    spec: dict[str, Any],
+    server_ns: Namespace | None,
+    client_ns: Namespace | None,
+    host: str,
+    module: str = _PEER_MODULE,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run receiver then sender; returns their reports (or ``{"error": ...}``)."""
+    """Run receiver then sender (``python -m module``); returns their reports (or ``{"error": ...}``)."""
     deadline = spec["deadline"]
-    server = _start(server_ns, {**spec, "role": "server", "host": host})
+    server = _start(server_ns, {**spec, "role": "server", "host": host}, module)
     client: subprocess.Popen[str] | None = None
     try:
         ready = _read_json_line(server, _READY_TIMEOUT)
@@ -86,7 +92,7 @@ def _run_peers(
             server.kill()
             _, stderr = server.communicate(timeout=10)
             return {"error": ready.get("error") or stderr.strip()[-300:]}, {}
-        client = _start(client_ns, {**spec, "role": "client", "host": host, "port": ready["port"]})
+        client = _start(client_ns, {**spec, "role": "client", "host": host, "port": ready["port"]}, module)
         try:
             client_out, client_err = client.communicate(timeout=deadline + 30)
         except subprocess.TimeoutExpired:
@@ -116,13 +122,16 @@ def _sum_known(*values: int | None) -> int | None:
     return sum(known) if known else None
 
 
-def run_one(contender_name: str, condition: Condition, workload: dict[str, Any]) -> RunResult:
+def run_one(
+    contender_name: str, condition: Condition, workload: dict[str, Any], module: str = _PEER_MODULE
+) -> RunResult:
     """Run one contender under one condition on a fresh link (or loopback)."""
-    contender = get_contender(contender_name)
+    two_docs = condition.workload == "two-docs"
+    contender = get_contender("quantum" if two_docs else contender_name)
     spec = {"contender": contender_name, "workload": condition.workload, **workload}
     link_stats = None
     if condition.loopback:
-        server_report, client_report = _run_peers(spec, None, None, "127.0.0.1")
+        server_report, client_report = _run_peers(spec, None, None, "127.0.0.1", module)
     else:
         config = LinkConfig(
             delay=condition.delay_ms / 1000,
@@ -132,18 +141,21 @@ def run_one(contender_name: str, condition: Condition, workload: dict[str, Any])
             jitter=condition.jitter_ms / 1000,
         )
         with emulated_link(config, seed=condition.seed) as link:
-            server_report, client_report = _run_peers(spec, link.ns_b, link.ns_a, link.address_b)
+            server_report, client_report = _run_peers(spec, link.ns_b, link.ns_a, link.address_b, module)
         link_stats = link.final_statistics
     error = server_report.get("error") or client_report.get("error")
     if error is None and server_report.get("received", 0) < client_report.get("sent", 0):
         error = "not everything arrived before the deadline (--timeout)"
     if error is None and not client_report.get("acknowledged"):
         error = "the receiver's final acknowledgement never arrived"
-    duration = server_report.get("duration")
-    received_bytes = server_report.get("received_bytes", 0)
+    duration = server_report.get("duration") or server_report.get("step2_duration")
+    received_bytes = server_report.get("received_bytes") or server_report.get("step2_bytes", 0)
+    description = contender.description
+    if two_docs:
+        description = f"Quantum (FEC auto), edits on one channel: {workload['variant']}"
     return RunResult(
         contender=contender_name,
-        description=contender.description,
+        description=description,
         condition=condition,
         sent=client_report.get("sent", 0),
         received=server_report.get("received", 0),
@@ -194,6 +206,8 @@ def conditions_from(args: argparse.Namespace) -> list[Condition]:
         )
         return conditions
     workloads = ["messages", "bulk"] if args.workload == "both" else [args.workload]
+    if args.workload == "two-docs" and args.loopback:
+        raise LocalProtocolError("--workload two-docs measures through the emulated link: drop --loopback")
     return [
         Condition(
             workload=workload,
@@ -208,7 +222,7 @@ def conditions_from(args: argparse.Namespace) -> list[Condition]:
 
 
 def _workload_for(condition: Condition, args: argparse.Namespace) -> dict[str, Any]:
-    if condition.workload == "messages":
+    if condition.workload in ("messages", "two-docs"):
         return {
             "count": args.count,
             "size": args.size,
@@ -224,7 +238,15 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_link_arguments(parser)
     parser.set_defaults(queue=100)
-    parser.add_argument("--workload", choices=["messages", "bulk", "both"], default="both")
+    parser.add_argument(
+        "--workload",
+        choices=["messages", "bulk", "both", "two-docs"],
+        default="both",
+        help="two-docs: edits on one channel while another streams step 2s (Quantum only)",
+    )
+    parser.add_argument(
+        "--step2-mb", type=float, default=2.0, help="two-docs: megabytes per sync step 2 (default 2)"
+    )
     parser.add_argument("--count", type=int, default=1000, help="messages: how many (default 1000)")
     parser.add_argument("--size", type=int, default=200, help="messages: bytes each (default 200)")
     parser.add_argument("--msg-rate", type=float, default=50.0, help="messages per second (default 50)")
@@ -284,6 +306,9 @@ def run(args: argparse.Namespace) -> int:
     names = _check(args)
     results: list[RunResult] = []
     for condition in conditions_from(args):
+        if condition.workload == "two-docs":
+            results.extend(_run_two_docs(condition, args))
+            continue
         for name in names:
             with _progress(f"{condition.label()}: {name}"):
                 results.append(run_one(name, condition, _workload_for(condition, args)))
@@ -295,6 +320,23 @@ def run(args: argparse.Namespace) -> int:
         plot(results, args.plot)
         print(f"wrote {args.plot}")
     return 1 if any(r.error for r in results) else 0
+
+
+def _run_two_docs(condition: Condition, args: argparse.Namespace) -> list[RunResult]:
+    """The three variants of the two-documents workload, each on a fresh link (_two_docs.py)."""
+    from aetherflow_node.bench._two_docs import VARIANTS
+
+    results = []
+    for variant in VARIANTS:
+        name = variant.replace(" ", "-")
+        workload = {
+            **_workload_for(condition, args),
+            "variant": variant,
+            "step2_bytes": int(args.step2_mb * 1e6),
+        }
+        with _progress(f"{condition.label()}: {name}"):
+            results.append(run_one(name, condition, workload, "aetherflow_node.bench._two_docs"))
+    return results
 
 
 def _run_command(args: argparse.Namespace) -> int:
