@@ -641,13 +641,13 @@ class QuantumConnection(PacketOutput, PathControl):
         loss = self.recovery.loss_detection_timer()
         if loss is not None:
             deadlines.append(loss)
-        if not self._amplification_blocked():  # else only input can unblock us: no busy timer
+        # Blocked by anti-amplification, only the peer's next packet can unblock us: no busy timer.
+        if self._path.validated or not self._amplification_blocked():
             if self._ack_deadline is not None:
                 deadlines.append(self._ack_deadline)
             if self._pacing_deadline is not None:
                 deadlines.append(self._pacing_deadline)
-        path_timer = self._path_timer()
-        if path_timer is not None:
+        if self._migration_target is not None and (path_timer := self._path_timer()) is not None:
             deadlines.append(path_timer)
         fec_timer = self._fec.get_timer()
         if fec_timer is not None:

@@ -200,9 +200,9 @@ class PacketOutput:
         out: list[tuple[bytes, Address]] = []
         if self.state is ConnectionState.CLOSED:
             return out
-        path = self._path.path
-        address = path.address
-        wrap = None if path.is_direct else path.wrap
+        active = self._path
+        address = active.address
+        wrap = None if active.direct else active.path.wrap
         if self._handshake_out:
             for handshake_packet in self._handshake_out:
                 out.append((handshake_packet, address))
@@ -244,7 +244,7 @@ class PacketOutput:
     def _count_sent(self, size: int, now: float) -> None:
         """One packet of ``size`` bytes goes out on the active path (plus its framing)."""
         path = self._path
-        size += path.path.overhead
+        size += path.overhead
         self._stats.datagrams_sent += 1
         self._stats.bytes_sent += size
         path.bytes_sent += size
@@ -253,7 +253,7 @@ class PacketOutput:
     def _amplification_blocked(self) -> bool:
         """Not even an ACK fits the active path's allowance: only the peer's next packet helps."""
         path = self._path
-        return not path.validated and path.allowance() - path.path.overhead < MIN_ACK_PACKET
+        return not path.validated and path.allowance() - path.overhead < MIN_ACK_PACKET
 
     def _ack_due(self, now: float) -> bool:
         return self._ack_deadline is not None and now >= self._ack_deadline
@@ -263,10 +263,11 @@ class PacketOutput:
         path = self._path
         mds = path.packet_size
         budget = mds - HEADER_SIZE - AEAD_TAG_SIZE
-        if self._fec.sending:
+        fec_sending = self._fec.sending
+        if fec_sending:
             budget -= PARITY_EXPANSION  # so that this group's parity packets fit the path too
         if not path.validated:
-            room = path.allowance() - path.path.overhead
+            room = path.allowance() - path.overhead
             if room < mds:
                 # Data waits for the peer to prove the new path; control frames go (rule 6).
                 return self._build_control_packet(now, int(room))
@@ -388,7 +389,7 @@ class PacketOutput:
         pn = self._next_packet_number
         plaintext = b"".join(parts)
         group = -1
-        if eliciting and self._fec.sending:
+        if eliciting and fec_sending:
             group, index = self._fec.protect(pn, plaintext, self.rtt.smoothed_rtt, now)
             packet = self._seal(plaintext, PacketType.DATA, HeaderFlags.FEC_PROTECTED, group, index)
         else:
@@ -472,7 +473,7 @@ class PacketOutput:
             return None
         path = self._path
         mds = path.packet_size
-        if not path.validated and path.allowance() - path.path.overhead < mds:
+        if not path.validated and path.allowance() - path.overhead < mds:
             return None
         if self.recovery.bytes_in_flight + mds > self.congestion.congestion_window:
             return None

@@ -161,10 +161,15 @@ class PathState:
     responses: list[bytes] = attrs.field(factory=list)  # tokens to echo on this path
     failed: bool = False
     retired: bool = False  # we migrated away from it: the peer's late packets on it do not pull us back
+    # The path's fixed facts, read per packet: plain fields, not property calls.
+    address: Address = attrs.field(init=False)
+    direct: bool = attrs.field(init=False)
+    overhead: int = attrs.field(init=False)
 
-    @property
-    def address(self) -> Address:
-        return self.path.address
+    def __attrs_post_init__(self) -> None:
+        self.address = self.path.address
+        self.direct = self.path.is_direct
+        self.overhead = self.path.overhead
 
     def allowance(self) -> float:
         """Bytes this path may still carry before it is validated (RFC 9000 §8.1)."""
@@ -174,7 +179,7 @@ class PathState:
 
     def matches(self, address: Address, via: Path | None) -> bool:
         if via is None:
-            return self.path.is_direct and self.path.address == address
+            return self.direct and self.address == address
         return self.path is via or self.path == via
 
 
@@ -232,7 +237,7 @@ class PathControl:
     @property
     def peer_address(self) -> Address:
         """Where packets go now: the peer's address, or a relay's for a relayed path."""
-        return self._path.path.address
+        return self._path.address
 
     @property
     def path(self) -> Path:
@@ -363,7 +368,7 @@ class PathControl:
     ) -> PathState:
         """An authenticated packet arrived on (address, via): account it, maybe move (rule 3)."""
         active = self._path
-        if via is None and address == active.path.address and active.path.is_direct:
+        if via is None and active.direct and address == active.address:
             active.bytes_received += size
             return active
         state = self._state_for(address, via)
@@ -432,7 +437,7 @@ class PathControl:
             old.initiated = False
             old.retired = retire_old
             self._candidates.append(old)
-        same_route = state.path.is_direct and old.path.is_direct and state.address[0] == old.address[0]
+        same_route = state.direct and old.direct and state.address[0] == old.address[0]
         if not same_route or state.packet_size != old.packet_size:
             self._new_path_controllers(state.packet_size, reset_rtt=not same_route)
 
@@ -465,10 +470,10 @@ class PathControl:
         for state in self._candidates:
             if not state.responses and not state.challenge_pending:
                 continue
-            limit = state.packet_size + state.path.overhead
+            limit = state.packet_size + state.overhead
             room = float(limit) if state.initiated else min(float(limit), state.allowance())
             parts: list[bytes] = []
-            size = HEADER_SIZE + AEAD_TAG_SIZE + state.path.overhead
+            size = HEADER_SIZE + AEAD_TAG_SIZE + state.overhead
             while state.responses and size + PATH_FRAME_SIZE <= room:
                 parts.append(encode_path_response(state.responses.pop(0)))
                 size += PATH_FRAME_SIZE
