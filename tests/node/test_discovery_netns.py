@@ -43,10 +43,19 @@ def raw_node_id(seed: int) -> bytes:
 class Peer:
     """A discovery process in a namespace, read line by line on a thread."""
 
-    def __init__(self, ns: Namespace, backend: str, seed: int, port: int, name: str, *interfaces: str):
-        self.node_id = node_id(seed)
+    def __init__(
+        self,
+        ns: Namespace,
+        backend: str,
+        seed: int,
+        port: int,
+        name: str,
+        *interfaces: str,
+        argv: list[str] | None = None,
+    ):
+        self.node_id = node_id(seed) if argv is None else name
         self.process = ns.popen(
-            [sys.executable, str(PEER), backend, str(seed), str(port), name, *interfaces],
+            argv or [sys.executable, str(PEER), backend, str(seed), str(port), name, *interfaces],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
