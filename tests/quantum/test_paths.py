@@ -231,6 +231,13 @@ def test_a_relayed_path_carries_ten_megabytes_then_the_connection_moves_to_direc
     net.run_until(lambda: not client.migrating and server.peer_address == relay_address, max_time=10)
     assert client.path is to_server and client.max_packet_size == 1300 - RELAY_FRAME
     assert server.path_validated and server.max_packet_size == 1300 - RELAY_FRAME
+    stats = client.statistics()
+    assert (stats.path_address, stats.path_direct, stats.path_validated, stats.max_packet_size) == (
+        relay_address,
+        False,
+        True,
+        1300 - RELAY_FRAME,
+    )
 
     messages = _numbered(1000, 10_000)  # 10 MB
     start_forwarded = relay.forwarded

@@ -105,7 +105,10 @@ async def test_migrate_to_a_second_port_mid_stream_keeps_every_message() -> None
             )
             assert established.connection.peer_address == forwarder.outward_address
         assert conn.statistics().path_migrations == 1
-        await conn.aclose()  # through the forward, while it still runs
+        with trio.fail_after(30):
+            await conn.aclose()  # through the forward, while it still runs
+            closed = await anext(server_events)
+            assert isinstance(closed, quantum.ConnectionClosed)  # the event: the CLOSE got through
         nursery.cancel_scope.cancel()
 
 
@@ -215,3 +218,29 @@ def test_migration_works_from_asyncio_too() -> None:
         return got
 
     assert anyio.run(main, backend="asyncio") == [b"before", b"from asyncio"]
+
+
+async def test_after_a_nat_rebinding_the_next_message_gets_through_both_ways() -> None:
+    async with (
+        quantum.open_endpoint(LOOPBACK) as server,
+        quantum.open_endpoint(LOOPBACK) as client,
+        trio.open_nursery() as nursery,
+    ):
+        forwarder = await nursery.start(UdpForwarder(server.local_address).run)
+        with trio.fail_after(30):
+            conn = await client.connect(forwarder.address, peer_id=server.node_id)
+            server_conn = await server.accept()
+            await conn.send(b"hello")
+            assert await server_conn.receive() == b"hello"
+            before = forwarder.outward_address
+            await forwarder.rebind()  # the NAT forgets the mapping: a new outward port
+            await server_conn.send(b"down")  # goes to the old port first, and is lost there
+            await conn.send(b"up")
+            assert await server_conn.receive() == b"up"
+            assert await conn.receive() == b"down"
+            assert server_conn.peer_address == forwarder.outward_address != before
+            assert server_conn.statistics().path_validated
+            await conn.aclose()
+            with pytest.raises(ConnectionClosed):  # the CLOSE came through the forward
+                await server_conn.receive()
+        nursery.cancel_scope.cancel()

@@ -838,6 +838,10 @@ class QuantumConnection(PacketOutput, PathControl):
             unreliable_datagrams_received=s.unreliable_received,
             unreliable_datagrams_dropped=s.unreliable_dropped,
             path_migrations=s.path_migrations,
+            path_address=self._path.address,
+            path_direct=self._path.direct,
+            path_validated=self._path.validated,
+            max_packet_size=self._path.packet_size,
             **self.channels.statistics_fields(),
         )
 

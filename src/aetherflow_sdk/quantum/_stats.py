@@ -91,6 +91,15 @@ class ConnectionStatistics:
     """Unreliable datagrams dropped because a queue was full."""
     path_migrations: int
     """Times the peer's address changed (NAT rebinding or migration)."""
+    path_address: tuple[str, int] = ("", 0)
+    """Where packets go now: the peer's address, or the relay's for a relayed path."""
+    path_direct: bool = True
+    """The active path sends Quantum packets as they are (False: framed, e.g. through a relay)."""
+    path_validated: bool = True
+    """The active path answered a PATH_CHALLENGE (or needed none)."""
+    max_packet_size: int = 0
+    """The largest Quantum packet on the active path: ours and the peer's ``max_datagram_size``,
+    the path's own limit, less its framing."""
     channels_open: int = 0
     """Channels open now besides channel 0 (both directions; see QuantumConfig.max_channels)."""
     channels_opened: int = 0
