@@ -252,11 +252,14 @@ def _repair_ratio(workload: str, seed: int, loss: float = 0.02, fec: str = "auto
     return recovered / max(1, counter.data_dropped), recovered, counter.data_dropped
 
 
-@pytest.mark.parametrize("workload", ["bulk", "stream"])
-def test_most_losses_at_two_percent_are_repaired_without_retransmission(workload: str) -> None:
-    """Issue 3's goal is >= 90 % (measured figures: docs/bbr-fec.md); assert a margin below it."""
+@pytest.mark.parametrize(("workload", "fec"), [("bulk", "on"), ("stream", "auto")])
+def test_most_losses_at_two_percent_are_repaired_without_retransmission(workload: str, fec: str) -> None:
+    """The goal is >= 90 % (measured figures: docs/bbr-fec.md); assert a margin below it.
+
+    Bulk under "auto" sends no parity once it is window-limited (test_fec_bulk.py): "on"
+    protects it regardless, and that is what is measured for bulk here."""
     seed = 2026
-    ratio, recovered, dropped = _repair_ratio(workload, seed)
+    ratio, recovered, dropped = _repair_ratio(workload, seed, fec=fec)
     assert dropped >= 20, f"seed={seed}: too few losses to judge ({dropped})"
     assert ratio >= 0.70, f"seed={seed} {workload}: {recovered}/{dropped} = {ratio:.0%} repaired by FEC"
     off_ratio, off_recovered, _ = _repair_ratio(workload, seed, fec="off")

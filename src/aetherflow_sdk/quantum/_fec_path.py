@@ -13,7 +13,14 @@ The rules, in one place:
    default): only while ``FecPolicy`` says the loss measured on this direction is
    worth the parity (on above 0.5 %, off below 0.1 % for a whole 5 s window), and with
    only the parity that loss needs: 10+1, 10+2 or 10+3 (``parity_for_loss``), 10 to 30 %
-   more bytes.
+   more bytes. And only while the sender is *app-limited*: parity is bandwidth, and a
+   sender whose window or pacer sets the rate (bulk: data still waits after each packet
+   it sends) would pay for it with goodput, while a lost bulk packet only costs its
+   retransmission (BBR does not slow down for random loss). So once ``BULK_RUN`` (20)
+   data packets in a row left with more data waiting, "auto" sends no new parity; it
+   resumes when no packet has left with data waiting for ``BULK_HOLD_FRACTION`` (1/2)
+   x SRTT -- the queue drained: interactive traffic again, protected from its first
+   packet after that. The loss is measured all along, so the policy is ready.
    "off": never, and this side does not decode either.
 3. **Send path.** A protected packet carries ``FEC_PROTECTED``, ``fec_group`` and
    ``fec_index`` in its (AEAD-authenticated) header. A group closes at 10 packets or
@@ -67,6 +74,13 @@ FEC_MODES: Final = ("auto", "on", "off")
 MIN_GROUP_TIMEOUT: Final = 0.001  # 1 ms (RFC 9002 kGranularity): no timer finer than the clock's use
 HIGH_LOSS: Final = 0.05  # above this measured loss, groups get at least 2 parity packets
 MAX_PENDING_GROUPS: Final = 1024  # groups awaiting parity; a group closes within its timeout, so far fewer
+BULK_RUN: Final = 2 * DATA_SHARDS
+"""Data packets in a row sent with more data waiting before "auto" calls the sender bulk (rule 2):
+two groups' worth, so a paste of a few packets stays protected like an edit."""
+BULK_HOLD_FRACTION: Final = 0.5
+"""The sender stops being bulk when nothing left with data waiting for this x SRTT: longer than
+the sub-millisecond gaps of an application refilling its queue, shorter than the RTT over which
+the last ACKs of a transfer come back (each ACK re-evaluates it)."""
 
 
 class FecPath:
@@ -92,6 +106,11 @@ class FecPath:
         self._reported = 0
         self.peer_recovered = 0
         """The peer's latest report of our packets it rebuilt."""
+        self._backlogged_run = 0  # data packets in a row sent with more data waiting
+        self._last_backlogged = 0.0
+        self._smoothed_rtt = 0.0
+        self.bulk_periods = 0
+        """Times "auto" saw the sender become window/pacing-limited and held parity back."""
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -102,7 +121,16 @@ class FecPath:
         "on" means always: the policy still measures the loss (it sizes the groups' parity),
         but only "auto" lets it switch protection off.
         """
-        return self.peer_can_decode and (self.mode == "on" or (self.mode == "auto" and self.policy.enabled))
+        if not self.peer_can_decode:
+            return False
+        if self.mode == "on":
+            return True
+        return self.mode == "auto" and self.policy.enabled and not self.bulk
+
+    @property
+    def bulk(self) -> bool:
+        """The sender is window- or pacing-limited (data waits after each packet): rule 2."""
+        return self._backlogged_run >= BULK_RUN
 
     def protect(
         self, packet_number: int, plaintext: bytes, smoothed_rtt: float, now: float
@@ -118,9 +146,34 @@ class FecPath:
         if len(self._awaiting_parity) > MAX_PENDING_GROUPS:  # cannot happen with a live timer
             self._release(next(iter(self._awaiting_parity)), -1, 0.0)
 
-    def on_data_sent(self, app_bytes: int, wire_bytes: int, now: float) -> None:
-        """An ack-eliciting DATA packet left (protected or not): the policy's denominator."""
+    def on_data_sent(
+        self,
+        app_bytes: int,
+        wire_bytes: int,
+        now: float,
+        *,
+        backlogged: bool = False,
+        smoothed_rtt: float = 0.0,
+    ) -> None:
+        """An ack-eliciting DATA packet left (protected or not): the policy's denominator.
+
+        ``backlogged``: more application data was waiting to be sent after it (so the
+        congestion window or the pacer, not the application, held it back)."""
         self.policy.on_packet_sent(app_bytes, wire_bytes, now)
+        self._smoothed_rtt = smoothed_rtt
+        if backlogged:
+            self._backlogged_run += 1
+            self._last_backlogged = now
+            if self._backlogged_run == BULK_RUN:
+                self.bulk_periods += 1
+        else:
+            self._end_bulk_if_drained(now)
+
+    def _end_bulk_if_drained(self, now: float) -> None:
+        if self._backlogged_run and now - self._last_backlogged >= max(
+            BULK_HOLD_FRACTION * self._smoothed_rtt, MIN_GROUP_TIMEOUT
+        ):
+            self._backlogged_run = 0
 
     def next_parity(self, now: float) -> ParityShard | None:
         """The next parity shard to send (closing an expired group), without removing it."""
@@ -168,6 +221,7 @@ class FecPath:
         """Re-evaluate the policy and the groups' parity (on every ACK, so kept cheap)."""
         if not self.peer_can_decode or self.mode == "off":
             return  # no parity ever goes out in this direction
+        self._end_bulk_if_drained(now)
         loss = self.policy.loss_rate(now)
         if self.mode == "auto":
             self.policy.update(now, loss)

@@ -409,7 +409,15 @@ class PacketOutput:
                 self._fec.track(sent, group)
             self.recovery.on_packet_sent(sent, now)
             self.pacer.on_packet_sent(len(packet), now)
-            self._fec.on_data_sent(app_bytes, len(packet), now)
+            # More data waiting after this packet: the window or the pacer sets the rate, not
+            # the application (bulk); FEC "auto" backs its parity off then (_fec_path.py, rule 2).
+            self._fec.on_data_sent(
+                app_bytes,
+                len(packet),
+                now,
+                backlogged=self.channels.has_data_to_send(),
+                smoothed_rtt=self.rtt.smoothed_rtt,
+            )
         else:
             # ACK-only packets are not tracked for loss (RFC 9002 §3), but recovery must know
             # their numbers exist so that an ACK covering them is not taken for a forgery.
