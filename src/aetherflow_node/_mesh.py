@@ -9,8 +9,7 @@ Rules (each one is tested):
 2. **One channel per document per link.** When a link comes up, and whenever a document is
    opened, each side opens a channel for each document it holds (the channel's name is a
    keyed hash of the document's secret: a peer that does not hold it refuses, learning
-   nothing). If both opened one, both handshakes complete and the channel opened by the
-   smaller node ID is kept, on both sides alike; the other is closed.
+   nothing). If both opened one, the channel opened by the smaller node ID wins.
 3. **Both sides prove their right.** The opener runs the session handshake (its token), the
    acceptor answers with its own token as the first message. Each side checks the other's
    token against the document's issuer: a joiner may sync with any other holder, and a
@@ -443,6 +442,8 @@ class Mesh:
         """Rules 2 and the per-document peer limit: may a channel opened by ``opener`` serve?"""
         current = link.docs.get(document.doc_id)
         if current is not None and current.opener < opener:
+            return False
+        if current is None and document.doc_id in link.opening and self.my_id < opener:
             return False
         if current is None and len(document.sync.protocol.peers) >= self.limits.max_peers_per_document:
             self.counters["channels_refused"] += 1

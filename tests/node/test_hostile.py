@@ -47,11 +47,21 @@ async def _hostile(ticket_text: str, attack) -> None:  # type: ignore[no-untyped
     async with quantum.open_endpoint(("127.0.0.1", 0), identity=Identity.generate()) as endpoint:
         endpoint.set_channel_filter(lambda peer, name: False)  # it opens channels, it takes none
         conn = await endpoint.connect(ticket.direct[0], peer_id=ticket.issuer)
-        channel = await conn.open_channel(_channel_name(ticket))
-        async with open_session(channel, document=ticket.document, token=ticket.token) as session:
-            await session.receive()  # the holder's own token
-            with contextlib.suppress(ConnectionClosed):  # dropped: what we came to see
-                await attack(session)
+        attacked = False
+        for _ in range(10):  # the holder refuses ours while its own open to us is pending: retry
+            channel = await conn.open_channel(_channel_name(ticket))
+            try:
+                async with open_session(channel, document=ticket.document, token=ticket.token) as session:
+                    await session.receive()  # the holder's own token
+                    attacked = True
+                    with contextlib.suppress(ConnectionClosed):  # dropped: what we came to see
+                        await attack(session)
+            except* ConnectionClosed:
+                pass
+            if attacked:
+                return
+            await anyio.sleep(0.05)
+        raise AssertionError("the holder never took our channel")
 
 
 async def test_garbage_gets_the_peer_dropped_and_others_keep_syncing(tmp_path: Path) -> None:
