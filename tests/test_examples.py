@@ -58,3 +58,10 @@ def test_quantum_echo_output_in_the_docs_is_real() -> None:
     documented = _documented_output(QUICKSTART, "<!-- quantum_echo output -->")
     # Server and client run concurrently, so two lines may swap: compare as multisets.
     assert sorted(map(_shape, documented)) == sorted(map(_shape, out.splitlines()))
+
+
+def test_quantum_paths_moves_to_the_relay_and_back_and_its_output_in_the_docs_is_real() -> None:
+    out = _run_example("quantum_paths.py")
+    assert "echoed over the relayed path" in out and out.count("echoed over the direct path") == 2
+    documented = _documented_output(QUICKSTART, "<!-- quantum_paths output -->")
+    assert list(map(_shape, documented)) == list(map(_shape, out.splitlines()))
