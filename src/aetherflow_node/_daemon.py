@@ -15,7 +15,6 @@ directory, unreachable peer, bad ticket or flag) is one line on stderr and exit 
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 from pathlib import Path
@@ -77,14 +76,9 @@ def _say(text: str) -> None:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    try:
-        module: Any = importlib.import_module("aetherflow_node._logging")
-    except ImportError:
-        import logging
+    from aetherflow_node._logging import configure_logging
 
-        logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-        return
-    module.configure_logging(args.log_format, args.log_level)
+    configure_logging(args.log_format, args.log_level)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,11 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     tickets = [Ticket.parse(t) for t in args.join]  # a bad ticket is refused before anything starts
     metrics = None
     if args.metrics is not None:
-        try:
-            metrics_module: Any = importlib.import_module("aetherflow_node._metrics")
-        except ImportError:
-            raise LocalProtocolError("--metrics: metrics are not available in this version") from None
-        metrics = metrics_module.parse_metrics_address(args.metrics)
+        from aetherflow_node._metrics import parse_metrics_address
+
+        metrics = parse_metrics_address(args.metrics)
     _configure_logging(args)
     import trio
 
@@ -157,8 +149,9 @@ async def _serve(
 
 
 async def _serve_metrics(node: Any, address: tuple[str, int]) -> None:
-    module: Any = importlib.import_module("aetherflow_node._metrics")
-    async with module.serve_metrics(node.statistics, address[0], address[1]) as server:
+    from aetherflow_node._metrics import serve_metrics
+
+    async with serve_metrics(node.statistics, address[0], address[1]) as server:
         bound = server.address
         _say(f"metrics on http://{bound[0]}:{bound[1]}/metrics, health on /healthz")
         await anyio.sleep_forever()

@@ -97,3 +97,37 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     with subprocess.Popen(shell, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         out, err = p.communicate(timeout=60)
     assert out == "n" and "Traceback" not in err and "BrokenPipe" not in err
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_metrics_scrape_and_revoke_reaches_the_running_node(tmp_path: Path) -> None:
+    import urllib.request
+
+    import anyio
+
+    args = [*data(tmp_path / "d"), "--listen", "127.0.0.1:0", "--serve", "notes", "--metrics", "127.0.0.1:0"]
+    with node_process(*args) as d:
+        url = d.wait_for("metrics on http://").split("metrics on ", 1)[1].split(",", 1)[0]
+        shared = aetherflow("share", "notes", *data(tmp_path / "d"), "--user", "bob", "--perm", "rw")
+        async with open_node(data_dir=tmp_path / "bob", **loopback()) as bob:  # type: ignore[arg-type]
+            await bob.open_document(shared.stdout)
+            await wait_until(
+                lambda: bool(bob.peers) and bob.peers[0].documents == ("notes",), 10, "linked", bob
+            )
+            body = await anyio.to_thread.run_sync(
+                lambda: urllib.request.urlopen(url, timeout=10).read().decode()
+            )
+            assert "aetherflow_" in body and "lan" in body
+            revoked = await anyio.to_thread.run_sync(
+                lambda: aetherflow("revoke", "notes", *data(tmp_path / "d"), "--user", "bob")
+            )
+            assert revoked.returncode == 0, revoked.stderr
+            assert "the running node passes it" in revoked.stdout
+            await wait_until(lambda: not any(p.documents for p in bob.peers), 15, "bob's session ended", bob)
+        d.stop(signal.SIGTERM)
