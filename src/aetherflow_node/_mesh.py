@@ -169,6 +169,9 @@ class Link:
     peer_name: str = ""
     docs: dict[str, DocLink] = attrs.Factory(dict)
     opening: set[str] = attrs.Factory(set)
+    refused_while_opening: set[str] = attrs.Factory(set)
+    """Documents whose channel from the peer we refused because ours was pending (rule 2): if
+    ours then fails too, we open again, so that the two sides never both give up."""
     closed: anyio.Event = attrs.Factory(anyio.Event)
     task_group: TaskGroup | None = None
 
@@ -444,6 +447,7 @@ class Mesh:
         if current is not None and current.opener < opener:
             return False
         if current is None and document.doc_id in link.opening and self.my_id < opener:
+            link.refused_while_opening.add(document.doc_id)
             return False
         if current is None and len(document.sync.protocol.peers) >= self.limits.max_peers_per_document:
             self.counters["channels_refused"] += 1
@@ -483,6 +487,10 @@ class Mesh:
                     await channel.aclose()
         finally:
             link.opening.discard(doc_id)
+            if doc_id in link.refused_while_opening and doc_id not in link.docs:
+                link.refused_while_opening.discard(doc_id)
+                if link.task_group is not None and not link.closed.is_set() and not document.closed:
+                    link.task_group.start_soon(self._open_document, link, document)
 
     async def _serve_incoming(self, link: Link, document: Document, channel: Channel) -> None:
         try:

@@ -263,14 +263,20 @@ class Node:
         )
         if known is None or known.token != record.token:
             self.catalog.add_document(record)
-        # The ticket's addresses first: _open() also dials the holders stored from an earlier run,
-        # and the mesh keeps one dial per node ID, so a stale address of the issuer (it restarted
-        # on a new port) would otherwise shadow the fresh one the ticket carries.
+        # The document first (so that a link coming up finds it), then the ticket's addresses, then
+        # the holders stored from an earlier run: the mesh keeps one dial per node ID, so a stale
+        # address of the issuer (it restarted on a new port) must not shadow the ticket's fresh one.
+        document = await self._open(record, dial_holders=False)
         for address in ticket.direct:
             self.mesh.want(address, ticket.issuer, persistent=True)
-        return await self._open(record)
+        self._dial_holders(record)
+        return document
 
-    async def _open(self, record: DocumentRecord) -> Document:
+    def _dial_holders(self, record: DocumentRecord) -> None:
+        for node_id, address in self.catalog.holders(record.doc_id):
+            self.mesh.want(address, node_id, persistent=False)
+
+    async def _open(self, record: DocumentRecord, *, dial_holders: bool = True) -> Document:
         existing = self._documents.get(record.doc_id)
         if existing is not None:
             return existing
@@ -290,8 +296,8 @@ class Node:
         self.mesh.document_opened(document)
         self._documents_changed.set()
         self._documents_changed = anyio.Event()
-        for node_id, address in self.catalog.holders(record.doc_id):
-            self.mesh.want(address, node_id, persistent=False)
+        if dial_holders:
+            self._dial_holders(record)
         return document
 
     async def _run_sync(
