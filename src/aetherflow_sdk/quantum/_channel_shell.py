@@ -67,7 +67,7 @@ class Channel:
         while not core.sender.can_queue(len(data)):
             if core.state is not ChannelState.OPEN or conn.state not in CAN_SEND_DATA:
                 break  # the checks below raise the right error
-            await self._connection._endpoint._wait_change()
+            await self._connection._wait_change()
         conn._check_can_queue()
         conn.channels.send_message(core, data, ordered)
         self._connection._endpoint._after_app_action(conn)
@@ -91,7 +91,7 @@ class Channel:
                 raise conn.channels.error_of(core)
             if conn.state not in CAN_SEND_DATA:
                 raise self._connection_error()
-            await self._connection._endpoint._wait_change()
+            await self._connection._wait_change()
 
     def send_datagram(self, data: bytes) -> None:
         """Send an unreliable datagram on this channel (it may be lost). Never blocks."""
@@ -112,7 +112,7 @@ class Channel:
                 raise conn.channels.error_of(core)
             if conn.state not in CAN_SEND_DATA:
                 raise self._connection_error()
-            await self._connection._endpoint._wait_change()
+            await self._connection._wait_change()
 
     async def aclose(self) -> None:
         """Close this channel only: what was sent on it is delivered first, then the peer is told.
@@ -123,7 +123,7 @@ class Channel:
         conn.channels.close(core)
         self._connection._endpoint._after_app_action(conn)
         while core.state is not ChannelState.CLOSED and conn.state in CAN_SEND_DATA:
-            await self._connection._endpoint._wait_change()
+            await self._connection._wait_change()
         await anyio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> Channel:
@@ -148,7 +148,7 @@ async def open_channel(connection: Connection, name: bytes) -> Channel:
         while core.state is ChannelState.OPENING:
             if conn.state not in CAN_SEND_DATA:
                 raise connection._error()
-            await connection._endpoint._wait_change()
+            await connection._wait_change()
     except BaseException:
         # Cancelled or the connection died: do not leave a half-open channel holding a slot.
         conn.channels.close(core)
@@ -167,4 +167,4 @@ async def accept_channel(connection: Connection) -> Channel:
             return Channel(connection, conn.channels.accepted.popleft())
         if conn.state not in CAN_SEND_DATA:
             raise connection._error()
-        await connection._endpoint._wait_change()
+        await connection._wait_change()

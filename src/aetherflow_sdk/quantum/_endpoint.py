@@ -126,7 +126,6 @@ class Endpoint:
         self._gso = gso  # send runs of equal-size datagrams with one sendmsg (UDP_SEGMENT)
         self._gro = gro  # the kernel may hand us several datagrams in one buffer (UDP_GRO)
         self._core = core
-        self._changed = anyio.Event()
         self._backlog: list[tuple[bytes, Address]] = []
         self._sleep_scope: anyio.CancelScope | None = None
         self._sleep_until = math.inf  # the core timer the background task sleeps until
@@ -175,7 +174,7 @@ class Endpoint:
         while not core_connection.is_established:
             if core_connection.state not in HANDSHAKING:
                 raise connection._error()
-            await self._wait_change()
+            await connection._wait_change()
         return connection
 
     async def accept(self) -> Connection:
@@ -277,7 +276,8 @@ class Endpoint:
                 await self._wait_membership()
         self._closed = True
         self._event_hub.close()
-        self._notify()
+        for connection in list(self._wrappers.values()):
+            connection._notify()
         self._membership_changed()
 
     # -------------------------------------------------------------- internals
@@ -327,28 +327,24 @@ class Endpoint:
             ):
                 old, connection._address = connection._address, event.address
                 publish(PathChanged(connection=connection, old=old, new=event.address))
-        if connection._listed and core.state not in OPEN:
-            connection._listed = False
-            error = connection._error()
-            publish(ConnectionClosedEvent(connection=connection, reason=str(error), error=error))
-        if core.is_closed or cid not in self._core.connections:
-            self._wrappers.pop(cid, None)
+        if core.state not in OPEN:
+            if connection._listed:
+                connection._listed = False
+                error = connection._error()
+                publish(ConnectionClosedEvent(connection=connection, reason=str(error), error=error))
+            if core.is_closed or cid not in self._core.connections:
+                self._wrappers.pop(cid, None)
             self._membership_changed()
+        connection._notify()  # only the tasks waiting on this connection wake
 
     def _membership_changed(self) -> None:
         self._membership.set()
         self._membership = anyio.Event()
 
     async def _wait_membership(self) -> None:
-        """Wait until a connection is established inbound or forgotten, or the endpoint closes."""
+        """Wait until a connection is established inbound, closes or is forgotten, or the
+        endpoint closes."""
         await self._membership.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def _wait_change(self) -> None:
-        await self._changed.wait()
 
     def _kick(self) -> None:
         """Wake the background task: an application call may have moved a timer earlier."""
@@ -468,9 +464,8 @@ class Endpoint:
             if timer is not None and timer <= now:
                 core.handle_timer(now)
                 activity = True
-            self._flush()
+            self._flush()  # and wakes the tasks waiting on the connections that changed
             if activity:
-                self._notify()
                 await anyio.lowlevel.checkpoint()
                 continue
             timer = core.get_timer()
@@ -501,6 +496,25 @@ class Connection:
         self._core = core
         self._listed = False  # between its ConnectionEstablished and ConnectionClosed events
         self._address = core.peer_address  # as last announced (PathChanged's ``old``)
+        self._wakeup: anyio.Event | None = None  # made when a task waits; set by _notify()
+
+    async def _wait_change(self) -> None:
+        """Wait until the network, a timer or a close changed this connection.
+
+        The one wait hook of a connection: its own calls and its channels' wait here, and the
+        endpoint wakes only the connections the core reports changed (``take_changed()``).
+        Callers re-check their condition after each wake-up.
+        """
+        if self._endpoint._closed:
+            raise ClosedLocally("this endpoint is closed")
+        if self._wakeup is None:
+            self._wakeup = anyio.Event()
+        await self._wakeup.wait()
+
+    def _notify(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
 
     @property
     def peer_id(self) -> bytes:
@@ -537,7 +551,7 @@ class Connection:
         while not core.can_send_message(len(data)):
             if core.state not in CAN_SEND_DATA:
                 break  # send_message raises the right error
-            await self._endpoint._wait_change()
+            await self._wait_change()
         core.send_message(data, ordered=ordered)
         self._endpoint._after_app_action(core)
         await anyio.lowlevel.checkpoint()
@@ -554,7 +568,7 @@ class Connection:
                 return message
             if core.state not in CAN_SEND_DATA:
                 raise self._error()
-            await self._endpoint._wait_change()
+            await self._wait_change()
 
     def send_datagram(self, data: bytes) -> None:
         """Send an unreliable datagram (it may be lost). Never blocks."""
@@ -571,7 +585,7 @@ class Connection:
                 return data
             if core.state not in CAN_SEND_DATA:
                 raise self._error()
-            await self._endpoint._wait_change()
+            await self._wait_change()
 
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of RTT, congestion and counters."""
@@ -618,7 +632,7 @@ class Connection:
         self._endpoint._after_app_action(core)
         self._endpoint._connection_changed(core)
         while core.state in CAN_SEND_DATA:
-            await self._endpoint._wait_change()
+            await self._wait_change()
         await anyio.lowlevel.checkpoint()
 
     def abort(self, reason: str = "") -> None:

@@ -23,8 +23,10 @@ address sent us (RFC 9000 §8.1's factor).
 
 from __future__ import annotations
 
+import heapq
 import inspect
 import logging
+import math
 import os
 import random
 from collections import OrderedDict, deque
@@ -157,6 +159,13 @@ class EndpointCore:
         self._raw_dropped = 0
         self._raw_refused = 0
         self._framed_received = 0
+        # Timers: a heap of (deadline, connection ID) and, per connection, its earliest entry. An
+        # entry is a promise to look at that connection no later than its deadline; a connection's
+        # timer that moved later leaves an early entry behind (looked at, then rescheduled), one
+        # that moved earlier gets a new entry. get_timer()/handle_timer() cost O(log n) per due
+        # connection instead of a scan of all. Rescheduled after each connection's output.
+        self._timer_heap: list[tuple[float, bytes]] = []
+        self._timer_at: dict[bytes, float] = {}
 
     def connect(self, address: Address, now: float, *, peer_id: bytes | None = None) -> QuantumConnection:
         """Start a client connection to ``address`` (``peer_id`` pins the server's identity).
@@ -215,6 +224,7 @@ class EndpointCore:
                 self._unknown += 1  # a handshake never runs through a framed path
                 return None
             self._framed_received += 1
+            self._changed[connection.local_cid] = connection
             try:
                 connection.receive_datagram(packet, address, now, header, via=path)
             except Exception as exc:  # one connection's bug must not stop the endpoint
@@ -410,22 +420,64 @@ class EndpointCore:
         self._dirty.add(connection.local_cid)
 
     def get_timer(self) -> float | None:
-        """The earliest timer of any connection."""
-        timers = [t for c in self.connections.values() if (t := c.get_timer()) is not None]
-        return min(timers) if timers else None
+        """When :meth:`handle_timer` wants to run next (None: no connection has a timer).
+
+        Exact once :meth:`datagrams_to_send` ran after the last input or application call; it
+        may be earlier than needed (a connection whose timer moved later), never later.
+        """
+        heap = self._timer_heap
+        timer_at = self._timer_at
+        while heap:
+            deadline, cid = heap[0]
+            if timer_at.get(cid) == deadline:
+                return deadline
+            heapq.heappop(heap)  # superseded by an earlier entry, or the connection is gone
+        return None
 
     def handle_timer(self, now: float) -> None:
-        for cid, connection in list(self.connections.items()):
-            timer = connection.get_timer()
-            if timer is not None and now >= timer:
-                self._changed[cid] = connection
-                try:
+        """Run the expired timers of the connections that have one (only those are touched)."""
+        heap = self._timer_heap
+        timer_at = self._timer_at
+        due: list[QuantumConnection] = []
+        while heap and heap[0][0] <= now:
+            deadline, cid = heapq.heappop(heap)
+            if timer_at.get(cid) != deadline:
+                continue
+            del timer_at[cid]
+            connection = self.connections.get(cid)
+            if connection is not None:
+                due.append(connection)
+        for connection in due:  # after the loop: a timer still due at ``now`` must not spin it
+            cid = connection.local_cid
+            try:
+                timer = connection.get_timer()
+                if timer is not None and now >= timer:
+                    self._changed[cid] = connection
                     connection.handle_timer(now)
-                except Exception as exc:
-                    self._on_fault(connection, exc, now)
-                    continue
-                self._dirty.add(cid)
-                self._after_input(connection)
+                    self._dirty.add(cid)
+                    self._after_input(connection)
+            except Exception as exc:
+                self._on_fault(connection, exc, now)
+            self._schedule(connection, now)
+
+    def _schedule(self, connection: QuantumConnection, now: float) -> None:
+        """Make sure the heap looks at ``connection`` no later than its current timer."""
+        cid = connection.local_cid
+        if cid not in self.connections:
+            return
+        try:
+            timer = connection.get_timer()
+        except Exception as exc:
+            self._on_fault(connection, exc, now)
+            return
+        if timer is None or timer >= self._timer_at.get(cid, math.inf):
+            return
+        self._timer_at[cid] = timer
+        heap = self._timer_heap
+        heapq.heappush(heap, (timer, cid))
+        if len(heap) > 2 * len(self._timer_at) + 64:  # mostly superseded entries: rebuild
+            self._timer_heap = [(deadline, c) for c, deadline in self._timer_at.items()]
+            heapq.heapify(self._timer_heap)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything to send now: stateless answers, then each busy connection's packets."""
@@ -453,6 +505,8 @@ class EndpointCore:
                 self._changed[cid] = connection
             if connection.is_closed:
                 self._forget(connection)
+            else:
+                self._schedule(connection, now)
         self._datagrams_sent += len(out)
         self._bytes_sent += sum(len(d) for d, _ in out)
         return out
@@ -508,6 +562,7 @@ class EndpointCore:
     def _forget(self, connection: QuantumConnection) -> None:
         self.connections.pop(connection.local_cid, None)
         self._faulted.discard(connection.local_cid)
+        self._timer_at.pop(connection.local_cid, None)  # its heap entries are skipped from now on
         self._dirty.discard(connection.local_cid)
         self._awaiting_accept.discard(connection.local_cid)
         for path in self._paths_of.pop(connection.local_cid, ()):

@@ -57,7 +57,7 @@ class PathMigration:
         connection = self._connection
         core = connection._core
         while not self.done:
-            await connection._endpoint._wait_change()
+            await connection._wait_change()
         if core.path == self._path:
             await anyio.lowlevel.checkpoint()
             return
