@@ -120,3 +120,17 @@ async def test_a_failed_dial_is_not_an_event_and_is_not_held() -> None:
                 await client.connect(silent.getsockname())
         assert client.connections() == () and client._wrappers == {}
         assert not events._queue
+
+
+async def test_connections_nobody_accepted_are_forgotten_too() -> None:
+    async with quantum.open_endpoint(LOOPBACK) as server, quantum.open_endpoint(LOOPBACK) as client:
+        events = server.events()
+        with trio.fail_after(30):
+            conns = [await client.connect(server.local_address) for _ in range(5)]
+            for _ in conns:  # listed and announced before anyone calls accept()
+                assert isinstance(await anext(events), quantum.ConnectionEstablished)
+            assert len(server.connections()) == 5
+            for conn in conns:
+                await conn.aclose()
+            await wait_until_forgotten(server)
+        assert server.connections() == () and not server._core.accepted

@@ -570,6 +570,9 @@ class EndpointCore:
         client_cid = self._client_cid_of.pop(connection.local_cid, None)
         if client_cid is not None:
             self._by_client_cid.pop(client_cid, None)
+            if self.accepted:  # closed before the application took it: not kept for accept()
+                with suppress(ValueError):
+                    self.accepted.remove(connection)
 
     def collect_closed(self) -> None:
         """Drop connections that reached CLOSED."""
