@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import anyio
 import pytest
 import trio
 
@@ -134,3 +135,22 @@ async def test_connections_nobody_accepted_are_forgotten_too() -> None:
                 await conn.aclose()
             await wait_until_forgotten(server)
         assert server.connections() == () and not server._core.accepted
+
+
+def test_events_and_the_list_work_from_asyncio_too() -> None:
+    async def main() -> list[str]:
+        async with quantum.open_endpoint(LOOPBACK) as server, quantum.open_endpoint(LOOPBACK) as client:
+            events = server.events()
+            with anyio.fail_after(30):
+                conn = await client.connect(server.local_address)
+                peer = await server.accept()
+                seen = [type(await anext(events)).__name__]
+                assert server.connections() == (peer,)
+                await conn.send(b"from asyncio")
+                assert await peer.receive() == b"from asyncio"
+                await conn.aclose()
+                seen.append(type(await anext(events)).__name__)
+                assert server.connections() == ()
+                return seen
+
+    assert anyio.run(main, backend="asyncio") == ["ConnectionEstablished", "ConnectionClosed"]
