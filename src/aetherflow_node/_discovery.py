@@ -127,7 +127,7 @@ class _ThreadLoop:
     def to_caller(self, fn: Callable[..., object], *args: Any) -> None:
         # Blocks zeroconf's thread only until the caller's loop has run ``fn``
         # (a few microseconds); nothing on the caller's side ever waits on that thread.
-        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):
+        with contextlib.suppress(anyio.RunFinishedError):
             anyio.from_thread.run_sync(fn, *args, token=self._token)
 
 
@@ -157,13 +157,20 @@ class _Zeroconf:
         await task
 
     async def browse(self) -> None:
+        from zeroconf import DNSQuestionType
         from zeroconf.asyncio import AsyncServiceBrowser
 
-        self._browser = AsyncServiceBrowser(self.aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_change])
+        # The first query asks for unicast answers (QU, RFC 6762 §5.4): a node that starts at the
+        # same moment as another would otherwise have its multicast query suppressed by the other's
+        # identical one (§7.3) while the other's known answers suppress every reply, and neither learns.
+        self._browser = AsyncServiceBrowser(
+            self.aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_change], question_type=DNSQuestionType.QU
+        )
 
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
         from zeroconf import ServiceStateChange
 
+        logger.debug("mDNS %s: %s", state_change, name)
         if state_change is ServiceStateChange.Removed:
             self._runner.to_caller(self._owner._on_removed, name)
             return
@@ -183,7 +190,9 @@ class _Zeroconf:
         try:
             while True:
                 info = AsyncServiceInfo(SERVICE_TYPE, name)
-                if await info.async_request(self.aiozc.zeroconf, _RESOLVE_TIMEOUT_MS):
+                resolved = await info.async_request(self.aiozc.zeroconf, _RESOLVE_TIMEOUT_MS)
+                logger.debug("resolving %s: %s", name, "done" if resolved else "no answer")
+                if resolved:
                     self._runner.to_caller(
                         self._owner._on_resolved,
                         name,
@@ -407,10 +416,11 @@ async def open_discovery(
     discovery.available = True
     try:
         async with anyio.create_task_group() as tg:
+            # Browse first: what others announce while we probe and announce is seen as it arrives.
+            await runner.run(zc.browse)
             await runner.run(lambda: zc.register(discovery._service_info(discovery._tags)))
             discovery._published = discovery._tags
             discovery._publishes += 1
-            await runner.run(zc.browse)
             tg.start_soon(discovery._publisher, zc, runner)
             try:
                 yield discovery
