@@ -13,9 +13,12 @@ When a cursor moves, exactly the visual lines it left and entered are refreshed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
-from textual.geometry import Offset
+from textual.geometry import Offset, Size
 from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import TextArea
@@ -90,8 +93,10 @@ class CollabTextArea(TextArea):
         self._applying = False
         self._remote: dict[int, RemoteCursor] = {}
         self.applied_changes = 0
+        self._sizing: tuple[int, int] | None = None  # widest row out / in, while applying
+        self._document_width: int | None = None
         super().__init__(
-            model.lines.widget_text(),
+            "",  # the text comes in on_mount: TextArea would otherwise build and wrap it twice
             language=language,
             soft_wrap=soft_wrap,
             read_only=model.read_only,
@@ -100,6 +105,9 @@ class CollabTextArea(TextArea):
             tab_behavior="indent",
             id=id,
         )
+
+    def on_mount(self) -> None:
+        self.load_text(self.model.lines.widget_text())
 
     # -- writes go to the model -----------------------------------------------------------
 
@@ -147,6 +155,8 @@ class CollabTextArea(TextArea):
         self._applying = True
         try:
             for rows in pumped.replaced:
+                self._sizing = (self._widest(self.document[i] for i in range(rows.first, rows.last + 1)),
+                                self._widest(rows.rows))  # fmt: skip
                 super().edit(
                     Edit(
                         rows.text,
@@ -169,6 +179,7 @@ class CollabTextArea(TextArea):
                 self.selection = Selection(self.model.location(anchor), self.model.location(head))
         finally:
             self._applying = False
+            self._sizing = None
         if caret is not None:
             self.model.set_selection(caret, caret)
             self.post_message(self.LocalSelectionChanged())
@@ -177,6 +188,21 @@ class CollabTextArea(TextArea):
             self.scroll_to(scroll_x, top.y, animate=False, immediate=True)
         self._refresh_remote_rows(self._remote.values())
         return len(pumped.replaced)
+
+    def _widest(self, rows: Iterable[str]) -> int:
+        return max((cell_len(row.expandtabs(self.indent_width)) for row in rows), default=0)
+
+    def _refresh_size(self) -> None:
+        # TextArea measures every line after each edit (O(document)); for an edit of a few rows,
+        # the widest line changes only if an edited row was or becomes the widest.
+        sizing, known = self._sizing, self._document_width
+        if sizing is None or known is None or self.soft_wrap or (sizing[0] >= known > sizing[1]):
+            super()._refresh_size()
+            self._document_width = None if self.soft_wrap else self.virtual_size.width - self.gutter_width - 1
+            return
+        self._document_width = max(known, sizing[1])
+        self.virtual_size = Size(self._document_width + self.gutter_width + 1, self.document.line_count)
+        self._refresh_scrollbars()
 
     def _watch_selection(self, previous_selection: Selection, selection: Selection) -> None:
         super()._watch_selection(previous_selection, selection)

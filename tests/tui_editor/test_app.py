@@ -133,3 +133,38 @@ def test_undo_is_local_and_save_is_atomic(tmp_path: Path) -> None:
                 assert [p.name for p in target.parent.iterdir()] == ["notes.txt"]  # no temporary left
 
     _run(scenario)
+
+
+def test_the_scrollable_width_follows_the_widest_row_through_remote_edits() -> None:
+    from aetherflow_sdk.replica import Replica
+    from tests.tui_editor._fixed import FixedDocument, FixedNode
+    from tui_editor._app import EditorApp
+
+    async def scenario() -> None:
+        document = FixedDocument("short\nmedium row\n", [])
+        peer = Replica("snapshot", client_id=2)
+        peer.apply_update(document.replica.encode_update())
+        app = EditorApp(document=document, node=FixedNode([]), user="a")  # type: ignore[arg-type]
+        async with app.run_test(size=(40, 8)) as pilot:
+            editor = app.editor
+
+            def remote(edit: object) -> None:
+                before = document.replica.state_vector()
+                edit()  # type: ignore[operator]
+                document.replica.apply_update(peer.encode_update(before), origin="peer")
+                editor.apply_pending()
+
+            def expected() -> int:
+                return editor.document.get_size(editor.indent_width).width + editor.gutter_width + 1
+
+            for edit in (
+                lambda: peer.insert(0, "a much, much longer first row than any other\n"),  # widest grows
+                lambda: peer.insert(len(peer), "x"),  # elsewhere: unchanged
+                lambda: peer.delete(0, 46),  # the widest row goes: shrink
+                lambda: peer.insert(3, "\t\tTab"),  # tabs count as cells
+            ):
+                remote(edit)
+                await pilot.pause()
+                assert editor.virtual_size.width == expected(), document.replica.text
+
+    _run(scenario)
