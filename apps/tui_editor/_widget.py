@@ -269,7 +269,10 @@ class CollabTextArea(TextArea):
         for x, cursor in labels:
             row = min(cursor.head[0], self.document.line_count - 1)
             end_of_text = self._cell((row, len(self.document[row])))
-            at = (end_of_text.x if end_of_text.y == line_y else x) + 2
+            at = left + max((end_of_text.x if end_of_text.y == line_y else x) + 2, x + 2)
+            label = f" {cursor.name} "
+            # Past the right edge (a long line), the name sits at the edge, over the text.
+            at = max(left, min(at, strip.cell_length - len(label)))
             style = Style(bgcolor=cursor.color, color="#000000", bold=True)
-            strip = _overlay(strip, left + max(at, x + 2), f" {cursor.name} ", style)
+            strip = _overlay(strip, at, label, style)
         return strip
