@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aetherflow_node._cli import Subcommand
+from aetherflow_sdk import LocalProtocolError
 
 FRAME = 1 / 60  # seconds: one frame at 60 Hz
 _WAIT = 10.0  # seconds one expected render may take before the run fails
@@ -93,9 +94,10 @@ async def bench_keystrokes(tmp: Path, keys: int) -> dict[str, Any]:
                 arrived.append(time.perf_counter())
 
         bob_doc.replica.subscribe_updates(on_update)
-        alice = EditorApp(document=alice_doc, node=alice_doc, user="alice")
-        bob = EditorApp(document=bob_doc, node=bob_doc, user="bob")
-        async with alice.run_test(size=(100, 20)) as pa, bob.run_test(size=(100, 20)):
+        alice = EditorApp(document=alice_doc, node=alice_doc, user="alice", show_peers=False)
+        bob = EditorApp(document=bob_doc, node=bob_doc, user="bob", show_peers=False)
+        width = keys + 40  # the whole typed line stays in view
+        async with alice.run_test(size=(width, 20)) as pa, bob.run_test(size=(width, 20)):
             alice.editor.selection = Selection.cursor((0, 13))
             seen: dict[str, float] = {}
             original = bob.editor.render_line
@@ -209,7 +211,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keys", type=int, default=200, help="keystrokes to time (200)")
+    parser.add_argument("--keys", type=int, default=200, help="keystrokes to time (200, at most 1000)")
     parser.add_argument("--size", type=int, default=1_000_000, help="size of the large document (1 MB)")
     parser.add_argument("--edits", type=int, default=50, help="remote edits applied to it (50)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
@@ -217,6 +219,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import anyio
+
+    if not 2 <= args.keys <= 1000:
+        raise LocalProtocolError("--keys must be between 2 and 1000")
 
     async def main() -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="aetherflow-bench-editor-") as temporary:

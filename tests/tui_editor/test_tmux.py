@@ -89,7 +89,7 @@ def test_two_editors_in_tmux_share_a_document(tmp_path: Path) -> None:
         for pane in ("e2e:0.1", "e2e:0.0"):
             tmux("send-keys", "-t", pane, "C-q")
         deadline = time.monotonic() + WAIT
-        panes = ("list-panes", "-a", "-F", "#{pane_dead}:#{pane_dead_status}")
+        panes = ("list-panes", "-a", "-F", "#{pane_dead}:#{pane_dead_status}#{pane_dead_signal}")
         while (status := tmux(*panes).split()) != ["1:0"] * 2:
             assert time.monotonic() < deadline, f"the editors did not both quit with status 0: {status}"
             time.sleep(0.1)
