@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+import aetherflow_sdk.quantum._fec_path as fec_path
 from aetherflow_sdk.quantum import QuantumConfig
 from aetherflow_sdk.quantum._fec_path import BULK_HOLD_FRACTION, BULK_RUN, FecPath
 from tests.quantum._vnet import LinkProfile, VirtualNetwork, send_and_collect
@@ -103,3 +106,34 @@ def test_edits_stay_protected_and_are_again_after_a_transfer() -> None:
     recovered = server.statistics().fec_recovered_packets - recovered_before
     dropped = counter.data_dropped - dropped_before
     assert dropped >= 15 and recovered >= 0.7 * dropped, f"seed={seed}: {recovered}/{dropped}"
+
+
+def _mixed(seed: int) -> tuple[int, int, int, int]:
+    """10 MB queued at once and 200 edits at 50/s on one connection, 5 % loss:
+    (parity packets, DATA packets, edits' repairs, bulk periods)."""
+    counter = CountingLoss(random.Random(seed), 0.05)
+    net = VirtualNetwork(seed, LinkProfile(delay=0.020, drop_if=counter, rate_bytes_per_s=2.5e6))
+    pair = _pair(net, QuantumConfig(fec="auto"))
+    _stream(net, pair, count=20, size=200, interval=0.02)  # the policy measures the loss first
+    client, server = pair[2], pair[3]
+    for i in range(500):
+        client.send_message(bytes([i % 256]) * 20_000, ordered=False)
+    before = server.statistics().fec_recovered_packets
+    _stream(net, pair, count=200, size=200, interval=0.02)
+    assert client._fec.bulk, f"seed={seed}: the transfer should still be running"
+    stats = client.statistics()
+    repaired = server.statistics().fec_recovered_packets - before
+    return stats.parity_packets_sent, stats.packets_sent, repaired, client._fec.bulk_periods
+
+
+def test_edits_sharing_a_connection_with_a_transfer_keep_parity(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed = 31
+    parity, packets, repaired, periods = _mixed(seed)
+    assert periods >= 1
+    # Each edit's packet is protected, alone in its group; the transfer's packets are not.
+    assert repaired >= 3, f"seed={seed}: {repaired} packets repaired"
+    assert parity <= 0.08 * packets, f"seed={seed}: {parity} parity of {packets} packets"
+    # The control: treat no message as small, and nothing of the edits is repaired while bulk.
+    monkeypatch.setattr(fec_path, "SMALL_MESSAGE", 0)
+    _, _, repaired_without, _ = _mixed(seed)
+    assert repaired_without == 0, f"seed={seed}"

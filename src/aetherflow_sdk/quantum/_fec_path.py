@@ -20,7 +20,11 @@ The rules, in one place:
    data packets in a row left with more data waiting, "auto" sends no new parity; it
    resumes when no packet has left with data waiting for ``BULK_HOLD_FRACTION`` (1/2)
    x SRTT -- the queue drained: interactive traffic again, protected from its first
-   packet after that. The loss is measured all along, so the policy is ready.
+   packet after that. The loss is measured all along, so the policy is ready. While
+   bulk, a packet that carries a small message (at most ``SMALL_MESSAGE`` bytes: an
+   edit, a presence update on another channel) is still protected, alone in its group:
+   edits that share a connection with a transfer keep their repair, the transfer's own
+   packets carry no parity.
    "off": never, and this side does not decode either.
 3. **Send path.** A protected packet carries ``FEC_PROTECTED``, ``fec_group`` and
    ``fec_index`` in its (AEAD-authenticated) header. A group closes at 10 packets or
@@ -68,6 +72,7 @@ from aetherflow_sdk.quantum._fec import (
     RecoveredPacket,
     parity_loss_thresholds,
 )
+from aetherflow_sdk.quantum._messages import Fragment
 from aetherflow_sdk.quantum._recovery import FEC_GUARD_PENDING, SentPacket
 
 FEC_MODES: Final = ("auto", "on", "off")
@@ -77,6 +82,9 @@ MAX_PENDING_GROUPS: Final = 1024  # groups awaiting parity; a group closes withi
 BULK_RUN: Final = 2 * DATA_SHARDS
 """Data packets in a row sent with more data waiting before "auto" calls the sender bulk (rule 2):
 two groups' worth, so a paste of a few packets stays protected like an edit."""
+SMALL_MESSAGE: Final = 1200
+"""While bulk, packets carrying a message at most this long are still protected (rule 2): it fits
+one packet, so it is interactive (an edit), not a piece of the transfer."""
 BULK_HOLD_FRACTION: Final = 0.5
 """The sender stops being bulk when nothing left with data waiting for this x SRTT: longer than
 the sub-millisecond gaps of an application refilling its queue, shorter than the RTT over which
@@ -126,6 +134,23 @@ class FecPath:
         if self.mode == "on":
             return True
         return self.mode == "auto" and self.policy.enabled and not self.bulk
+
+    @property
+    def may_protect(self) -> bool:
+        """Whether the next ack-eliciting packet may be protected (it must leave room for parity)."""
+        if self.sending:
+            return True
+        return self.peer_can_decode and self.mode == "auto" and self.policy.enabled
+
+    def protects(self, payload: list[object]) -> bool:
+        """Whether to protect a packet carrying ``payload`` (its retransmittable items).
+
+        All of them while :attr:`sending`; while bulk only those carrying a small message."""
+        if self.sending:
+            return True
+        return self.may_protect and any(
+            isinstance(item, Fragment) and item.message_length <= SMALL_MESSAGE for item in payload
+        )
 
     @property
     def bulk(self) -> bool:

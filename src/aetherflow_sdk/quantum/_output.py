@@ -263,7 +263,7 @@ class PacketOutput:
         path = self._path
         mds = path.packet_size
         budget = mds - HEADER_SIZE - AEAD_TAG_SIZE
-        fec_sending = self._fec.sending
+        fec_sending = self._fec.may_protect
         if fec_sending:
             budget -= PARITY_EXPANSION  # so that this group's parity packets fit the path too
         if not path.validated:
@@ -389,7 +389,7 @@ class PacketOutput:
         pn = self._next_packet_number
         plaintext = b"".join(parts)
         group = -1
-        if eliciting and fec_sending:
+        if eliciting and fec_sending and self._fec.protects(retransmittable):
             group, index = self._fec.protect(pn, plaintext, self.rtt.smoothed_rtt, now)
             packet = self._seal(plaintext, PacketType.DATA, HeaderFlags.FEC_PROTECTED, group, index)
         else:
