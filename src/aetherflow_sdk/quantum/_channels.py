@@ -321,9 +321,10 @@ class Channels:
                 self._queue(ChannelControl(kind=FrameType.CHANNEL_MAX_DATA, channel=core.channel_id))
         return message
 
-    def send_datagram(self, core: ChannelCore, data: bytes, max_datagram_size: int) -> None:
+    def send_datagram(self, core: ChannelCore, data: bytes, packet_size: int) -> None:
+        """Queue a CHANNEL_DATAGRAM; ``packet_size`` is the current path's largest packet."""
         self.check_can_send(core)
-        room = max_datagram_size - HEADER_SIZE - AEAD_TAG_SIZE - CHANNEL_DATAGRAM_OVERHEAD
+        room = packet_size - HEADER_SIZE - AEAD_TAG_SIZE - CHANNEL_DATAGRAM_OVERHEAD
         if len(data) > room:
             raise MessageTooLarge(
                 f"datagram of {len(data)} bytes exceeds the {room}-byte limit of one packet"
@@ -411,10 +412,6 @@ class Channels:
         if core.channel_id and not core.blocked_queued and core.sender.should_send_blocked():
             core.blocked_queued = True
             self._queue(ChannelControl(kind=FrameType.CHANNEL_BLOCKED, channel=core.channel_id))
-
-    def sender_of(self, channel: int) -> MessageSender | None:
-        core = self._live.get(channel)
-        return None if core is None else core.sender
 
     def on_fragment_acked(self, fragment: Fragment) -> None:
         core = self._live.get(fragment.channel)

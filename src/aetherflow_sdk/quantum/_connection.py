@@ -71,7 +71,7 @@ from aetherflow_sdk.quantum._states import (
     ConnectionState,
     transition,
 )
-from aetherflow_sdk.quantum._stats import ConnectionCounters, ConnectionStatistics
+from aetherflow_sdk.quantum._stats import ConnectionCounters, ConnectionStatistics, connection_statistics
 from aetherflow_sdk.quantum._wire import (
     AEAD_TAG_SIZE,
     CHANNEL_CONTROL_FRAMES,
@@ -795,55 +795,7 @@ class QuantumConnection(PacketOutput, PathControl):
 
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of this connection's counters and estimators."""
-        s = self._stats
-        return ConnectionStatistics(
-            state=self.state.value,
-            smoothed_rtt=self.rtt.smoothed_rtt,
-            rtt_variance=self.rtt.rttvar,
-            min_rtt=self.rtt.min_rtt,
-            latest_rtt=self.rtt.latest_rtt,
-            rto=self.rtt.rto,
-            congestion_control=self.congestion.name,
-            congestion_state=self.congestion.state_name(),
-            congestion_window=self.congestion.congestion_window,
-            pacing_rate=self.congestion.pacing_rate,
-            bytes_in_flight=self.recovery.bytes_in_flight,
-            packets_sent=s.packets_sent,
-            packets_received=s.packets_received,
-            datagrams_sent=s.datagrams_sent,
-            datagrams_received=s.datagrams_received,
-            bytes_sent=s.bytes_sent,
-            bytes_received=s.bytes_received,
-            app_bytes_sent=s.app_bytes_sent,
-            app_bytes_received=s.app_bytes_received,
-            messages_sent=s.messages_sent,
-            messages_received=s.messages_received,
-            packets_lost=self.recovery.packets_lost,
-            packets_retransmitted=s.packets_retransmitted,
-            spurious_retransmissions=self.recovery.spurious_retransmissions,
-            rto_count=self.recovery.rto_count,
-            tail_loss_probes=s.tail_loss_probes,
-            fec_enabled=self._fec.sending,
-            fec_groups_sent=self._fec.encoder.statistics().groups,
-            parity_packets_sent=self._fec.parity_packets_sent,
-            parity_bytes_sent=self._fec.parity_bytes_sent,
-            parity_packets_received=s.parity_received,
-            fec_recovered_packets=self._fec.recovered,
-            fec_peer_recovered_packets=self._fec.peer_recovered,
-            bad_packets=s.bad_packets,
-            replayed_packets=s.replayed_packets,
-            dropped_packets=s.dropped_packets,
-            duplicate_packets=s.duplicate_packets,
-            unreliable_datagrams_sent=s.unreliable_sent,
-            unreliable_datagrams_received=s.unreliable_received,
-            unreliable_datagrams_dropped=s.unreliable_dropped,
-            path_migrations=s.path_migrations,
-            path_address=self._path.address,
-            path_direct=self._path.direct,
-            path_validated=self._path.validated,
-            max_packet_size=self._path.packet_size,
-            **self.channels.statistics_fields(),
-        )
+        return connection_statistics(self)
 
 
 __all__ = [

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    from aetherflow_sdk.quantum._connection import QuantumConnection
 
 
 @attrs.frozen(kw_only=True)
@@ -175,3 +180,56 @@ class ConnectionCounters:
     unreliable_received: int = 0
     unreliable_dropped: int = 0
     path_migrations: int = 0
+
+
+def connection_statistics(connection: QuantumConnection) -> ConnectionStatistics:
+    """The snapshot behind ``QuantumConnection.statistics()`` (kept here, next to the record)."""
+    s = connection._stats
+    return ConnectionStatistics(
+        state=connection.state.value,
+        smoothed_rtt=connection.rtt.smoothed_rtt,
+        rtt_variance=connection.rtt.rttvar,
+        min_rtt=connection.rtt.min_rtt,
+        latest_rtt=connection.rtt.latest_rtt,
+        rto=connection.rtt.rto,
+        congestion_control=connection.congestion.name,
+        congestion_state=connection.congestion.state_name(),
+        congestion_window=connection.congestion.congestion_window,
+        pacing_rate=connection.congestion.pacing_rate,
+        bytes_in_flight=connection.recovery.bytes_in_flight,
+        packets_sent=s.packets_sent,
+        packets_received=s.packets_received,
+        datagrams_sent=s.datagrams_sent,
+        datagrams_received=s.datagrams_received,
+        bytes_sent=s.bytes_sent,
+        bytes_received=s.bytes_received,
+        app_bytes_sent=s.app_bytes_sent,
+        app_bytes_received=s.app_bytes_received,
+        messages_sent=s.messages_sent,
+        messages_received=s.messages_received,
+        packets_lost=connection.recovery.packets_lost,
+        packets_retransmitted=s.packets_retransmitted,
+        spurious_retransmissions=connection.recovery.spurious_retransmissions,
+        rto_count=connection.recovery.rto_count,
+        tail_loss_probes=s.tail_loss_probes,
+        fec_enabled=connection._fec.sending,
+        fec_groups_sent=connection._fec.encoder.statistics().groups,
+        parity_packets_sent=connection._fec.parity_packets_sent,
+        parity_bytes_sent=connection._fec.parity_bytes_sent,
+        parity_packets_received=s.parity_received,
+        fec_recovered_packets=connection._fec.recovered,
+        fec_peer_recovered_packets=connection._fec.peer_recovered,
+        bad_packets=s.bad_packets,
+        replayed_packets=s.replayed_packets,
+        dropped_packets=s.dropped_packets,
+        duplicate_packets=s.duplicate_packets,
+        unreliable_datagrams_sent=s.unreliable_sent,
+        unreliable_datagrams_received=s.unreliable_received,
+        unreliable_datagrams_dropped=s.unreliable_dropped,
+        path_migrations=s.path_migrations,
+        path_address=connection._path.address,
+        path_direct=connection._path.direct,
+        path_validated=connection._path.validated,
+        max_packet_size=connection._path.packet_size,
+        **connection.channels.statistics_fields(),
+    )
