@@ -51,8 +51,8 @@ PUBLIC_NAMES: dict[str, list[str]] = {
     ],
     "aetherflow_sdk.testing": [
         "ADDRESS_A", "ADDRESS_B", "DirectionStatistics", "EmulatedLink", "LinkConfig", "LinkDirection",
-        "LinkStatistics", "Namespace", "VethPair", "emulated_link", "netns_available", "network_namespace",
-        "register_cleanup", "veth_pair",
+        "LinkStatistics", "Namespace", "NatSide", "NatTopology", "VethPair", "emulated_link", "nat_available",
+        "nat_topology", "netns_available", "network_namespace", "register_cleanup", "veth_pair",
     ],
     "tui_editor": ["EditorApp", "EditorModel", "LineIndex", "ReadOnlyDocument"],
     "aetherflow_relay": [

@@ -1,4 +1,4 @@
-"""Public test tooling: network namespaces and a userspace link emulator.
+"""Public test tooling: network namespaces, a userspace link emulator, and real NATs.
 
 Needs Linux and root; :func:`netns_available` says why not otherwise, so
 tests can skip with that reason. Everything created is removed on exit, on
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from aetherflow_sdk.testing._linkcore import DirectionStatistics, LinkConfig, LinkDirection, LinkStatistics
 from aetherflow_sdk.testing._linkem import ADDRESS_A, ADDRESS_B, EmulatedLink, emulated_link
+from aetherflow_sdk.testing._nat import NatSide, NatTopology, nat_available, nat_topology
 from aetherflow_sdk.testing._netns import (
     Namespace,
     VethPair,
@@ -36,8 +37,12 @@ __all__ = [
     "LinkDirection",
     "LinkStatistics",
     "Namespace",
+    "NatSide",
+    "NatTopology",
     "VethPair",
     "emulated_link",
+    "nat_available",
+    "nat_topology",
     "netns_available",
     "network_namespace",
     "register_cleanup",
