@@ -250,7 +250,8 @@ class RelayCore:
         """A Quantum connection from ``node_id`` (its authenticated peer ID) at ``address``."""
         old = self._clients.get(node_id)
         if old is not None:
-            self._close(old, Trigger.REPLACE, "replaced by a newer connection from the same node")
+            # The shell closes the old connection itself: a request by node ID would name both.
+            self._close(old, Trigger.REPLACE, "", request=False)
         while len(self._pending) >= self.config.max_pending:
             _, oldest = next(iter(self._pending.items()))
             self._close(oldest, Trigger.EVICT, "too many unregistered connections; register sooner")

@@ -210,7 +210,7 @@ def test_a_newer_connection_replaces_the_older_one() -> None:
     second = _register(core, A, ("198.51.100.1", 4444))
     assert isinstance(first, Registered) and isinstance(second, Registered)
     assert first.tag != second.tag and core.statistics().clients == 1
-    assert [c.node_id for c in core.closes()] == [A]
+    assert core.closes() == []  # the shell closes the older connection: it knows which one it is
     core.receive_frame(encode_send(first.tag, A, b"x" * 20), ADDR_A, 0.1)
     assert core.statistics().drops["unregistered"] == 1
 

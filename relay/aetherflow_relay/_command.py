@@ -1,0 +1,212 @@
+"""``aetherflow relay``: run a relay.
+
+Every setting comes from, in this order of precedence: a command-line flag, an environment
+variable ``AETHERFLOW_RELAY_<NAME>`` (``AETHERFLOW_RELAY_MAX_CLIENTS=500``), a TOML file
+(``--config relay.toml``, keys as the flag names with underscores), and the default. A bad value
+from any of them ends in one line naming where it came from, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import attrs
+
+from aetherflow_node._cli import Subcommand
+from aetherflow_sdk._errors import LocalProtocolError
+from aetherflow_sdk._identity import Identity, format_node_id, parse_node_id
+
+ENV_PREFIX: Final = "AETHERFLOW_RELAY_"
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = str(text).strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, e.g. 0.0.0.0:3340, got {text!r}")
+    return host, int(port)
+
+
+def _boolean(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _issuers(value: str | list[str] | tuple[str, ...]) -> tuple[bytes, ...]:
+    items = (
+        list(value)
+        if isinstance(value, (list, tuple))
+        else [v for v in str(value).replace(",", " ").split() if v]
+    )
+    return tuple(parse_node_id(str(item)) for item in items)
+
+
+@attrs.frozen(kw_only=True)
+class _Setting:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+SETTINGS: Final = (
+    _Setting(name="listen", parse=_address, default="0.0.0.0:3340", help="UDP HOST:PORT to serve on"),
+    _Setting(name="identity", parse=Path, default=None,
+             help="file holding the relay's private key (created if missing; default: a new key each run)"),
+    _Setting(name="require_token", parse=_boolean, default=False,
+             help="accept only nodes with a relay token from a --trust issuer"),
+    _Setting(name="trust", parse=_issuers, default=(), help="node IDs of trusted token issuers (repeatable)"),
+    _Setting(name="max_clients", parse=int, default=10_000, help="registered clients at most"),
+    _Setting(name="max_pending", parse=int, default=1_000, help="unregistered connections at most"),
+    _Setting(name="rate", parse=float, default=2_000_000.0, help="bytes/s forwarded per client"),
+    _Setting(name="burst", parse=float, default=256_000.0, help="bytes a client may send at once"),
+    _Setting(name="queue_packets", parse=int, default=64, help="packets queued per client over its rate"),
+    _Setting(name="max_packet_size", parse=int, default=1400, help="largest packet forwarded"),
+    _Setting(name="metrics", parse=_address, default=None,
+             help="serve Prometheus /metrics and /healthz on HOST:PORT"),
+    _Setting(name="log_format", parse=str, default="text", help="text or json"),
+)  # fmt: skip
+
+
+def resolve_settings(
+    flags: Mapping[str, Any], environ: Mapping[str, str], toml_path: Path | None
+) -> dict[str, Any]:
+    """Each setting from its flag, else its environment variable, else the TOML file, else the default."""
+    table: dict[str, Any] = {}
+    if toml_path is not None:
+        try:
+            table = tomllib.loads(toml_path.read_text())
+        except OSError as exc:
+            raise LocalProtocolError(f"--config {toml_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise LocalProtocolError(f"--config {toml_path}: not valid TOML ({exc})") from None
+        table = table.get("relay", table)
+        known = {s.name for s in SETTINGS}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise LocalProtocolError(f"--config {toml_path}: unknown setting(s) {', '.join(unknown)}")
+    resolved: dict[str, Any] = {}
+    for setting in SETTINGS:
+        env_name = ENV_PREFIX + setting.name.upper()
+        if flags.get(setting.name) not in (None, [], False):
+            value, source = flags[setting.name], "--" + setting.name.replace("_", "-")
+        elif env_name in environ:
+            value, source = environ[env_name], env_name
+        elif setting.name in table:
+            value, source = table[setting.name], f"{setting.name} in {toml_path}"
+        else:
+            resolved[setting.name] = None if setting.default is None else setting.parse(setting.default)
+            continue
+        try:
+            resolved[setting.name] = setting.parse(value)
+        except (ValueError, TypeError, LocalProtocolError) as exc:
+            raise LocalProtocolError(f"{source}: {exc}") from None
+    if resolved["log_format"] not in ("text", "json"):
+        raise LocalProtocolError(f"log format must be text or json, got {resolved['log_format']!r}")
+    return resolved
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="a TOML file of settings (flags and env vars override it)"
+    )
+    for setting in SETTINGS:
+        flag = "--" + setting.name.replace("_", "-")
+        env = ENV_PREFIX + setting.name.upper()
+        if setting.parse is _boolean:
+            parser.add_argument(flag, action="store_true", default=None, help=f"{setting.help} [{env}]")
+        elif setting.name == "trust":
+            parser.add_argument(flag, action="append", metavar="NODE_ID", help=f"{setting.help} [{env}]")
+        else:
+            parser.add_argument(flag, help=f"{setting.help} (default {setting.default}) [{env}]")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        skip = set(vars(logging.makeLogRecord({}))) | {"message", "taskName"}
+        body = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                "msg": record.getMessage()}  # fmt: skip
+        body.update({k: v for k, v in vars(record).items() if k not in skip})
+        return json.dumps(body, default=str)
+
+
+def _configure_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("aetherflow")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _run(args: argparse.Namespace) -> int:
+    flags = {s.name: getattr(args, s.name) for s in SETTINGS}
+    if flags["trust"]:
+        flags["trust"] = list(flags["trust"])
+    settings = resolve_settings(flags, os.environ, args.config)
+    return anyio.run(_main, settings)
+
+
+async def _main(settings: dict[str, Any]) -> int:
+    from aetherflow_relay._core import RelayConfig
+    from aetherflow_relay._metrics import serve_relay_metrics
+    from aetherflow_relay._shell import serve_relay
+    from aetherflow_sdk.session import TokenVerifier
+
+    _configure_logging(settings["log_format"])
+    config = RelayConfig(
+        max_clients=settings["max_clients"],
+        max_pending=settings["max_pending"],
+        rate=settings["rate"],
+        burst=settings["burst"],
+        queue_packets=settings["queue_packets"],
+        max_packet_size=settings["max_packet_size"],
+        require_token=settings["require_token"],
+    )
+    verifier = TokenVerifier(settings["trust"]) if settings["trust"] else None
+    if config.require_token and verifier is None:
+        raise LocalProtocolError("--require-token needs at least one --trust NODE_ID (a token issuer)")
+    identity = Identity.load_or_create(settings["identity"]) if settings["identity"] else Identity.generate()
+    async with serve_relay(settings["listen"], identity=identity, config=config, verifier=verifier) as relay:
+        host, port = relay.address
+        # One line a supervisor or a test can read: where the relay is, and who it is.
+        print(f"relay {format_node_id(relay.node_id)} listening on udp {host}:{port}", flush=True)
+        if settings["metrics"] is not None:
+            async with serve_relay_metrics(relay, *settings["metrics"]) as metrics:
+                print(f"metrics on http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
+                await _wait_for_stop()
+        else:
+            await _wait_for_stop()
+    return 0
+
+
+async def _wait_for_stop() -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return
+
+
+command = Subcommand(
+    help="run a relay: observed addresses, hole punching, relayed fallback",
+    add_arguments=_add_arguments,
+    run=_run,
+)

@@ -1,0 +1,279 @@
+"""The node's side of its home relay: register, learn the public address, punch, relay.
+
+:class:`RelayClient` runs over the node's own Quantum endpoint: a Quantum connection to the
+relay carries the control messages, and raw datagrams on the same socket carry PROBE frames
+(hole punching). :class:`RelayPath` is the relayed path a Quantum connection can move to
+(``conn.migrate_to_path``): it wraps each packet in a SEND frame and accepts only DELIVER
+frames whose source is the connection's pinned peer. The wire format is in docs/protocol.md
+("The relay protocol").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+import anyio
+import attrs
+
+from aetherflow_node._relay_wire import (
+    DELIVER_OVERHEAD,
+    MAX_CANDIDATES,
+    SEND_OVERHEAD,
+    Address,
+    Connect,
+    DeliverFrame,
+    FrameKind,
+    Observed,
+    ProbeFrame,
+    Punch,
+    PunchResult,
+    Refused,
+    Register,
+    Registered,
+    encode_control,
+    encode_probe,
+    encode_send,
+    parse_control_untrusted,
+    parse_frame_untrusted,
+)
+from aetherflow_sdk import quantum
+from aetherflow_sdk._errors import AetherFlowError, BadPacket
+
+logger = logging.getLogger("aetherflow.node.relay")
+
+PROBE_INTERVAL: Final = 0.02  # seconds between probe rounds at the go
+PROBE_DURATION: Final = 1.5  # seconds of probing before a punch gives up
+PUNCH_TIMEOUT: Final = 5.0  # seconds to wait for the relay's PUNCH after CONNECT
+
+
+class RelayRefused(AetherFlowError):
+    """The relay refused a request (``code`` and the relay's reason in the message)."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RelayPath(quantum.Path):
+    """A Quantum path through a relay to ``peer`` (see the module)."""
+
+    def __init__(self, relay: Address, *, tag: bytes, peer: bytes, max_packet_size: int) -> None:
+        self._relay = relay
+        self._tag = tag
+        self._peer = peer
+        self._max_packet_size = max_packet_size
+
+    @property
+    def address(self) -> Address:
+        return self._relay
+
+    @property
+    def overhead(self) -> int:
+        return SEND_OVERHEAD
+
+    @property
+    def max_datagram_size(self) -> int:
+        return self._max_packet_size + SEND_OVERHEAD
+
+    @property
+    def peer(self) -> bytes:
+        return self._peer
+
+    def wrap(self, packet: bytes) -> bytes:
+        return encode_send(self._tag, self._peer, packet)
+
+    def unwrap_untrusted(self, datagram: bytes) -> bytes:
+        if not datagram or datagram[0] != FrameKind.DELIVER or len(datagram) <= DELIVER_OVERHEAD:
+            raise BadPacket("not a DELIVER frame")
+        if datagram[1:DELIVER_OVERHEAD] != self._peer:
+            raise BadPacket("a DELIVER frame from another node than this path's peer")
+        return datagram[DELIVER_OVERHEAD:]
+
+    def __repr__(self) -> str:
+        return f"RelayPath(relay={self._relay!r}, peer={self._peer.hex()[:12]}…)"
+
+
+@attrs.frozen(kw_only=True)
+class PunchOutcome:
+    """How one hole punch ended."""
+
+    peer: bytes
+    address: Address | None
+    """The peer's address a probe of its own came from: a proven direct route; None if none came."""
+    punch_id: int
+
+
+@attrs.define(eq=False)
+class _Punch:
+    punch: Punch
+    received_at: float
+    found: Address | None = None
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+
+
+class RelayClient:
+    """A node's registration with its home relay (see :func:`open_relay_client`)."""
+
+    def __init__(self, endpoint: quantum.Endpoint, connection: quantum.Connection) -> None:
+        self.endpoint = endpoint
+        self.connection = connection
+        self.registration: Registered | None = None
+        self.observed: Address | None = None
+        self.refusals: list[Refused] = []
+        self._registered = anyio.Event()
+        self._punches: dict[int, _Punch] = {}
+        self._punch_waiters: dict[bytes, anyio.Event] = {}
+        self._probes_received = 0
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def relay_address(self) -> Address:
+        return self.connection.peer_address
+
+    def relayed_path(self, peer: bytes) -> RelayPath:
+        """The path to ``peer`` through this relay (for ``conn.migrate_to_path`` / ``endpoint.add_path``)."""
+        if self.registration is None:
+            raise AetherFlowError("not registered with the relay yet")
+        return RelayPath(
+            self.relay_address, tag=self.registration.tag, peer=peer,
+            max_packet_size=self.registration.max_packet_size,
+        )  # fmt: skip
+
+    async def _register(self, token: str | None, candidates: tuple[Address, ...], timeout: float) -> None:
+        await self.connection.send(
+            encode_control(Register(token=token, candidates=candidates[:MAX_CANDIDATES]))
+        )
+        with anyio.fail_after(timeout):
+            await self._registered.wait()
+        if self.registration is None:
+            refusal = self.refusals[-1]
+            raise RelayRefused(f"the relay refused the registration: {refusal.reason}", code=refusal.code)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self.connection.receive()
+                try:
+                    message = parse_control_untrusted(data)
+                except BadPacket:
+                    logger.warning("a malformed message from the relay was dropped")
+                    continue
+                self._on_control(message)
+        except AetherFlowError:
+            self._registered.set()
+
+    def _on_control(self, message: object) -> None:
+        match message:
+            case Registered():
+                self.registration = message
+                self.observed = message.observed
+                self._registered.set()
+            case Observed(observed=observed):
+                self.observed = observed
+                logger.info("the relay sees a new public address", extra={"observed": observed})
+            case Punch():
+                state = _Punch(punch=message, received_at=time.monotonic())
+                self._punches[message.punch_id] = state
+                waiter = self._punch_waiters.pop(message.peer, None)
+                if waiter is not None:
+                    waiter.set()
+                assert self._task_group is not None
+                self._task_group.start_soon(self._run_punch, state)
+            case Refused():
+                self.refusals.append(message)
+                if self.registration is None:
+                    self._registered.set()
+                waiter = self._punch_waiters.pop(message.subject, None)
+                if waiter is not None:
+                    waiter.set()
+
+    def _on_raw(self, data: bytes, address: Address) -> None:
+        try:
+            frame = parse_frame_untrusted(data)
+        except BadPacket:
+            return
+        if isinstance(frame, ProbeFrame):
+            state = self._punches.get(frame.punch_id)
+            if state is not None and frame.sender == state.punch.peer and state.found is None:
+                self._probes_received += 1
+                state.found = address
+                # Answer at once: the peer's NAT now has the mapping our probe proves.
+                self.endpoint.send_raw(encode_probe(frame.punch_id, self.endpoint.node_id), address)
+        elif isinstance(frame, DeliverFrame):
+            pass  # a DELIVER no registered RelayPath took: no connection of ours is relayed to it
+
+    async def _run_punch(self, state: _Punch) -> None:
+        """At the go, probe every candidate of the peer until one of its probes arrives."""
+        punch = state.punch
+        await anyio.sleep(max(state.received_at + punch.delay - time.monotonic(), 0))
+        probe = encode_probe(punch.punch_id, self.endpoint.node_id)
+        deadline = time.monotonic() + PROBE_DURATION
+        while state.found is None and time.monotonic() < deadline:
+            for candidate in punch.candidates:
+                self.endpoint.send_raw(probe, candidate)
+            await anyio.sleep(PROBE_INTERVAL)
+        if state.found is not None:
+            # A few more, so the peer hears us even if our first ones hit its closed NAT.
+            for _ in range(3):
+                self.endpoint.send_raw(probe, state.found)
+                await anyio.sleep(PROBE_INTERVAL)
+        state.done.set()
+        with contextlib.suppress(AetherFlowError):
+            await self.connection.send(
+                encode_control(PunchResult(punch_id=punch.punch_id, direct=state.found is not None))
+            )
+
+    async def punch(self, peer: bytes, candidates: tuple[Address, ...] = ()) -> PunchOutcome:
+        """Ask the relay to coordinate a hole punch to ``peer``; wait until it ends."""
+        waiter = self._punch_waiters[peer] = anyio.Event()
+        await self.connection.send(encode_control(Connect(peer=peer, candidates=candidates[:MAX_CANDIDATES])))
+        with anyio.fail_after(PUNCH_TIMEOUT):
+            await waiter.wait()
+        state = next((s for s in reversed(self._punches.values()) if s.punch.peer == peer), None)
+        if state is None:
+            refusal = next(r for r in reversed(self.refusals) if r.subject == peer)
+            raise RelayRefused(f"the relay refused the punch: {refusal.reason}", code=refusal.code)
+        await state.done.wait()
+        return PunchOutcome(peer=peer, address=state.found, punch_id=state.punch.punch_id)
+
+
+@contextlib.asynccontextmanager
+async def open_relay_client(
+    endpoint: quantum.Endpoint,
+    relay: Address,
+    *,
+    relay_id: bytes | None = None,
+    token: str | None = None,
+    candidates: tuple[Address, ...] = (),
+    timeout: float = 10.0,
+) -> AsyncIterator[RelayClient]:
+    """Connect to the relay at ``relay`` (pinning ``relay_id`` if given) and register.
+
+    The client takes the endpoint's raw handler (PROBE frames) for as long as the block runs.
+    """
+    with anyio.fail_after(timeout):
+        connection = await endpoint.connect(relay, peer_id=relay_id)
+    client = RelayClient(endpoint, connection)
+    refused: RelayRefused | None = None
+    async with anyio.create_task_group() as tg:
+        client._task_group = tg
+        endpoint.set_raw_handler(client._on_raw)
+        tg.start_soon(client._read_loop)
+        try:
+            await client._register(token, candidates, timeout)
+        except RelayRefused as exc:
+            refused = exc  # raised below, outside the task group: one plain exception
+        try:
+            if refused is None:
+                yield client
+        finally:
+            endpoint.set_raw_handler(None)
+            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True), contextlib.suppress(AetherFlowError):
+                await connection.aclose()
+    if refused is not None:
+        raise refused

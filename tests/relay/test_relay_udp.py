@@ -1,0 +1,90 @@
+"""A real relay on loopback UDP with two real SDK endpoints: register, punch, relay, come back direct."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from aetherflow_node._relay_client import RelayRefused, open_relay_client
+from aetherflow_relay import RelayConfig
+from aetherflow_relay._shell import serve_relay
+from aetherflow_sdk import quantum
+from aetherflow_sdk._identity import Identity
+from aetherflow_sdk.session import TokenVerifier, issue_token
+
+LOOP = ("127.0.0.1", 0)
+
+
+async def _accept_one(endpoint: quantum.Endpoint, box: list[quantum.Connection], ready: anyio.Event) -> None:
+    box.append(await endpoint.accept())
+    ready.set()
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_register_punch_relay_and_back_to_direct(backend: str) -> None:
+    anyio.run(_register_punch_relay_and_back, backend=backend)
+
+
+async def _register_punch_relay_and_back() -> None:
+    with anyio.fail_after(30):
+        async with (
+            serve_relay(LOOP) as relay,
+            quantum.open_endpoint(LOOP) as ea,
+            quantum.open_endpoint(LOOP) as eb,
+            open_relay_client(ea, relay.address, relay_id=relay.node_id) as ca,
+            open_relay_client(eb, relay.address, relay_id=relay.node_id) as cb,
+        ):
+            assert ca.observed == ea.local_address and cb.observed == eb.local_address
+            assert relay.statistics().clients == 2
+            outcome = await ca.punch(eb.node_id)
+            assert outcome.address == eb.local_address
+            box: list[quantum.Connection] = []
+            ready = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_accept_one, eb, box, ready)
+                conn_a = await ea.connect(outcome.address, peer_id=eb.node_id)
+                await ready.wait()
+            conn_b = box[0]
+            await conn_a.send(b"direct")
+            assert await conn_b.receive() == b"direct"
+            assert relay.statistics().forwarded_packets == 0
+            # Move onto the relay: B listens on its path to A, A migrates; the session is kept.
+            eb.add_path(cb.relayed_path(ea.node_id))
+            await conn_a.migrate_to_path(ca.relayed_path(eb.node_id))
+            for i in range(20):
+                await conn_a.send(b"relayed %d" % i)
+                assert await conn_b.receive() == b"relayed %d" % i
+                await conn_b.send(b"back %d" % i)
+                assert await conn_a.receive() == b"back %d" % i
+            relayed = relay.statistics().forwarded_packets
+            assert relayed >= 40
+            # And back to the direct path: the relay's counters stop growing.
+            await conn_a.migrate(eb.local_address)
+            for i in range(20):
+                await conn_a.send(b"direct %d" % i)
+                assert await conn_b.receive() == b"direct %d" % i
+                await conn_b.send(b"again %d" % i)
+                assert await conn_a.receive() == b"again %d" % i
+            after = relay.statistics().forwarded_packets
+            assert after - relayed <= 4, (relayed, after)  # at most a few in flight at the switch
+            stats = relay.statistics()
+            assert stats.punch_requests == 1 and stats.punch_successes == 1
+
+
+async def test_a_token_relay_refuses_a_node_without_one() -> None:
+    issuer = Identity.generate()
+    verifier = TokenVerifier([issuer.node_id])
+    config = RelayConfig(require_token=True)
+    with anyio.fail_after(20):
+        async with (
+            serve_relay(LOOP, config=config, verifier=verifier) as relay,
+            quantum.open_endpoint(LOOP) as ea,
+        ):
+            with pytest.raises(RelayRefused, match="requires a token"):
+                async with open_relay_client(ea, relay.address, relay_id=relay.node_id):
+                    pass
+            token = issue_token(issuer, user="a", document="relay", permission="rw", expires_in=600,
+                                now=__import__("time").time(), holder=ea.node_id)  # fmt: skip
+            async with open_relay_client(ea, relay.address, relay_id=relay.node_id, token=token) as ca:
+                assert ca.registration is not None
+            assert relay.statistics().refused["AUTH"] == 1
