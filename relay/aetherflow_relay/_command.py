@@ -66,7 +66,7 @@ class _Setting:
 
 SETTINGS: Final = (
     _Setting(name="listen", parse=_address, default="0.0.0.0:3340", help="UDP HOST:PORT to serve on"),
-    _Setting(name="identity", parse=Path, default=None,
+    _Setting(name="identity", parse=lambda v: Path(v) if v else None, default=None,
              help="file holding the relay's private key (created if missing; default: a new key each run)"),
     _Setting(name="require_token", parse=_boolean, default=False,
              help="accept only nodes with a relay token from a --trust issuer"),
