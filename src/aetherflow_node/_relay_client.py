@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import anyio
@@ -61,9 +62,12 @@ class RelayRefused(AetherFlowError):
 class RelayPath(quantum.Path):
     """A Quantum path through a relay to ``peer`` (see the module)."""
 
-    def __init__(self, relay: Address, *, tag: bytes, peer: bytes, max_packet_size: int) -> None:
+    def __init__(
+        self, relay: Address, *, tag: bytes | Callable[[], bytes], peer: bytes, max_packet_size: int
+    ) -> None:
         self._relay = relay
-        self._tag = tag
+        # A callable follows re-registrations (a restarted relay hands out a new tag).
+        self._tag: Callable[[], bytes] = tag if callable(tag) else (lambda: tag)
         self._peer = peer
         self._max_packet_size = max_packet_size
 
@@ -84,7 +88,7 @@ class RelayPath(quantum.Path):
         return self._peer
 
     def wrap(self, packet: bytes) -> bytes:
-        return encode_send(self._tag, self._peer, packet)
+        return encode_send(self._tag(), self._peer, packet)
 
     def unwrap_untrusted(self, datagram: bytes) -> bytes:
         if not datagram or datagram[0] != FrameKind.DELIVER or len(datagram) <= DELIVER_OVERHEAD:
@@ -125,6 +129,8 @@ class RelayClient:
         self.observed: Address | None = None
         self.refusals: list[Refused] = []
         self._registered = anyio.Event()
+        self.closed = anyio.Event()
+        """Set when the connection to the relay is over."""
         self._punches: dict[int, _Punch] = {}
         self._punch_waiters: dict[bytes, anyio.Event] = {}
         self._probes_received = 0
@@ -165,6 +171,8 @@ class RelayClient:
                 self._on_control(message)
         except AetherFlowError:
             self._registered.set()
+        finally:
+            self.closed.set()
 
     def _on_control(self, message: object) -> None:
         match message:
@@ -205,6 +213,26 @@ class RelayClient:
                 self.endpoint.send_raw(encode_probe(frame.punch_id, self.endpoint.node_id), address)
         elif isinstance(frame, DeliverFrame):
             pass  # a DELIVER no registered RelayPath took: no connection of ours is relayed to it
+
+    async def _watch(self, liveness_timeout: float) -> None:
+        """Abort the relay connection when nothing came from the relay for ``liveness_timeout`` s.
+
+        The relay answers our keepalives, so silence means it is gone (a restarted relay has
+        forgotten our connection and drops its packets): better to register again now than
+        after the whole idle timeout.
+        """
+        last, heard = self.connection.statistics().packets_received, time.monotonic()
+        while not self.closed.is_set():
+            await anyio.sleep(min(liveness_timeout / 4, 1.0))
+            received = self.connection.statistics().packets_received
+            if received != last:
+                last, heard = received, time.monotonic()
+            elif time.monotonic() - heard > liveness_timeout:
+                logger.info(
+                    "the relay went silent; reconnecting", extra={"silent_s": round(liveness_timeout, 1)}
+                )
+                self.connection.abort("the relay stopped answering")
+                return
 
     async def _run_punch(self, state: _Punch) -> None:
         """At the go, probe every candidate of the peer until one of its probes arrives."""
@@ -250,6 +278,7 @@ async def open_relay_client(
     token: str | None = None,
     candidates: tuple[Address, ...] = (),
     timeout: float = 10.0,
+    liveness_timeout: float | None = None,
 ) -> AsyncIterator[RelayClient]:
     """Connect to the relay at ``relay`` (pinning ``relay_id`` if given) and register.
 
@@ -263,6 +292,8 @@ async def open_relay_client(
         client._task_group = tg
         endpoint.set_raw_handler(client._on_raw)
         tg.start_soon(client._read_loop)
+        if liveness_timeout is not None:
+            tg.start_soon(client._watch, liveness_timeout)
         try:
             await client._register(token, candidates, timeout)
         except RelayRefused as exc:
@@ -277,3 +308,101 @@ async def open_relay_client(
                 await connection.aclose()
     if refused is not None:
         raise refused
+
+
+RECONNECT_MIN: Final = 0.2  # seconds before the first reconnection attempt
+RECONNECT_MAX: Final = 10.0  # the backoff's ceiling
+
+
+class HomeRelay:
+    """A registration with one relay that is kept: lost, it is made again with backoff.
+
+    Use :func:`open_home_relay`. :attr:`client` is the live :class:`RelayClient` (None while
+    reconnecting); :meth:`relayed_path` gives paths that follow re-registrations.
+    """
+
+    def __init__(self, endpoint: quantum.Endpoint, relay: Address, relay_id: bytes | None) -> None:
+        self.endpoint = endpoint
+        self.relay_address = relay
+        self.relay_id = relay_id
+        self.client: RelayClient | None = None
+        self.registrations = 0
+        """How many times this node registered (1 + reconnections)."""
+        self._changed = anyio.Event()
+
+    @property
+    def observed(self) -> Address | None:
+        return self.client.observed if self.client is not None else None
+
+    def _tag(self) -> bytes:
+        client = self.client
+        if client is None or client.registration is None:
+            return bytes(8)  # not registered right now: the relay drops it as unregistered
+        return client.registration.tag
+
+    async def wait_registered(self) -> RelayClient:
+        """The live client, once registered (waits through reconnections)."""
+        while self.client is None or self.client.registration is None:
+            await self._changed.wait()
+        return self.client
+
+    def relayed_path(self, peer: bytes) -> RelayPath:
+        client = self.client
+        size = client.registration.max_packet_size if client and client.registration else 1400
+        return RelayPath(self.relay_address, tag=self._tag, peer=peer, max_packet_size=size)
+
+    async def punch(self, peer: bytes, candidates: tuple[Address, ...] = ()) -> PunchOutcome:
+        return await (await self.wait_registered()).punch(peer, candidates)
+
+    def _set(self, client: RelayClient | None) -> None:
+        self.client = client
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _keep(
+        self, token: str | None, candidates: tuple[Address, ...], timeout: float, liveness_timeout: float
+    ) -> None:
+        backoff = RECONNECT_MIN
+        rng = random.Random()
+        while True:
+            try:
+                async with open_relay_client(
+                    self.endpoint, self.relay_address, relay_id=self.relay_id, token=token,
+                    candidates=candidates, timeout=timeout, liveness_timeout=liveness_timeout,
+                ) as client:  # fmt: skip
+                    self.registrations += 1
+                    backoff = RECONNECT_MIN
+                    self._set(client)
+                    logger.info("registered with the relay", extra={"observed": client.observed})
+                    await client.closed.wait()
+            except (AetherFlowError, TimeoutError) as exc:
+                logger.info(
+                    "relay unreachable, retrying", extra={"error": str(exc), "in_s": round(backoff, 2)}
+                )
+            self._set(None)
+            await anyio.sleep(backoff * (0.5 + rng.random()))
+            backoff = min(backoff * 2, RECONNECT_MAX)
+
+
+@contextlib.asynccontextmanager
+async def open_home_relay(
+    endpoint: quantum.Endpoint,
+    relay: Address,
+    *,
+    relay_id: bytes | None = None,
+    token: str | None = None,
+    candidates: tuple[Address, ...] = (),
+    timeout: float = 10.0,
+    liveness_timeout: float = 15.0,
+) -> AsyncIterator[HomeRelay]:
+    """Keep ``endpoint``'s node registered with the relay at ``relay`` until the block ends.
+
+    ``liveness_timeout`` should be a few of the endpoint's ``keepalive_interval``s.
+    """
+    home = HomeRelay(endpoint, relay, relay_id)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(home._keep, token, candidates, timeout, liveness_timeout)
+        try:
+            yield home
+        finally:
+            tg.cancel_scope.cancel()

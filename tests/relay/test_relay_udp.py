@@ -88,3 +88,47 @@ async def test_a_token_relay_refuses_a_node_without_one() -> None:
             async with open_relay_client(ea, relay.address, relay_id=relay.node_id, token=token) as ca:
                 assert ca.registration is not None
             assert relay.statistics().refused["AUTH"] == 1
+
+
+async def test_abuse_on_real_sockets_is_dropped_counted_and_isolated() -> None:
+    import socket
+
+    from aetherflow_node._relay_wire import encode_send
+
+    config = RelayConfig(rate=20_000, burst=4_000, queue_packets=8)
+    with anyio.fail_after(30):
+        async with (
+            serve_relay(LOOP, config=config) as relay,
+            quantum.open_endpoint(LOOP) as ea,
+            quantum.open_endpoint(LOOP) as eb,
+            quantum.open_endpoint(LOOP) as ec,
+            open_relay_client(ea, relay.address, relay_id=relay.node_id) as ca,
+            open_relay_client(eb, relay.address, relay_id=relay.node_id),
+            open_relay_client(ec, relay.address, relay_id=relay.node_id) as cc,
+        ):
+            assert ca.registration is not None and cc.registration is not None
+            received: list[bytes] = []
+            eb.set_raw_handler(lambda data, address: received.append(data))
+            # A stranger's socket: no registration (a made-up tag), then A's real tag (spoofed source).
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+                stranger.sendto(encode_send(b"\x00" * 8, eb.node_id, b"x" * 100), relay.address)
+                stranger.sendto(encode_send(ca.registration.tag, eb.node_id, b"x" * 100), relay.address)
+                stranger.sendto(b"\x52garbage", relay.address)
+            # A floods B far over its quota; C sends a little at the same time.
+            for _ in range(100):
+                ea.send_raw(encode_send(ca.registration.tag, eb.node_id, b"a" * 1000), relay.address)
+            for _ in range(3):
+                ec.send_raw(encode_send(cc.registration.tag, eb.node_id, b"c" * 100), relay.address)
+            stats = relay.statistics()
+            while stats.drops["queue_full"] + stats.forwarded_packets + stats.queued < 103:
+                await anyio.sleep(0.01)  # bounded by fail_after
+                stats = relay.statistics()
+            while sum(d.startswith(b"\x53" + ec.node_id) for d in received) < 3:
+                await anyio.sleep(0.01)
+            stats = relay.statistics()
+            assert stats.drops["unregistered"] == 1 and stats.drops["spoofed"] == 1
+            assert stats.drops["malformed"] == 1
+            assert stats.drops["queue_full"] >= 80  # 4 on the burst, 8 queued, the rest dropped
+            from_a = sum(d.startswith(b"\x53" + ea.node_id) for d in received)
+            assert from_a <= 4 + 8
+            assert not any(b"x" * 100 in d for d in received)  # nothing of the stranger's got through
