@@ -49,7 +49,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peer", action="append", default=[], metavar="HOST:PORT", help="a peer (repeatable)"
     )
-    parser.add_argument("--relay", default=None, metavar="HOST:PORT", help="a relay (not available yet)")
+    parser.add_argument("--relay", default=None, metavar="[NODE_ID@]HOST:PORT", help="the home relay")
     parser.add_argument("--metrics", default=None, metavar="HOST:PORT", help="serve /metrics and /healthz")
     parser.add_argument(
         "--serve", action="extend", nargs="+", default=[], metavar="DOC", help="documents to hold"
@@ -85,11 +85,6 @@ def _run(args: argparse.Namespace) -> int:
     from aetherflow_node._node import _address
     from aetherflow_sdk.session import Ticket
 
-    if args.relay is not None:
-        raise LocalProtocolError(
-            "--relay: relays are not available yet in this version of AetherFlow;"
-            " use --peer HOST:PORT or a ticket"
-        )
     listen = parse_listen(args.listen)
     peers = [_address(p) for p in args.peer]
     tickets = [Ticket.parse(t) for t in args.join]  # a bad ticket is refused before anything starts
@@ -121,6 +116,7 @@ async def _serve(
             listen=listen,
             discovery=not args.no_discovery,
             interfaces=args.interface,
+            relay=args.relay,
         ) as node:
             host, port = node.address
             _write_addresses(node.data_dir, node.reachable_addresses())

@@ -16,6 +16,7 @@ for one node runs on the event loop that opened it.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 import os
@@ -41,10 +42,11 @@ from aetherflow_node._datadir import (
 from aetherflow_node._document import Document
 from aetherflow_node._limits import Limits
 from aetherflow_node._mesh import Link, Mesh, path_kind, revocation_payload
+from aetherflow_node._relay_client import HomeRelay, RelayPath, open_home_relay
 from aetherflow_node._stats import DocumentStatistics as NodeDocumentStatistics
 from aetherflow_node._stats import NodeStatistics, PeerStatistics
 from aetherflow_sdk import LocalProtocolError, uuid7
-from aetherflow_sdk._identity import Identity, format_node_id
+from aetherflow_sdk._identity import Identity, format_node_id, parse_node_id
 from aetherflow_sdk.quantum import QuantumConfig, open_endpoint
 from aetherflow_sdk.replica import Replica, ReplicaSync, SqliteStore, is_write_message
 from aetherflow_sdk.session import (
@@ -148,6 +150,8 @@ class Node:
         self._running = True
         self._started = time.monotonic()
         self.discovery_available = False
+        self.home_relay: HomeRelay | None = None
+        """The node's home relay (``open_node(relay=...)``), or None."""
         """True while mDNS discovery runs (set by the discovery task)."""
         self.discovered_peers = 0
         self._activity = anyio.Event()
@@ -401,7 +405,10 @@ class Node:
         self.mesh.want(_address(peer), None, persistent=True)
 
     def _path(self, link: Link) -> str:
-        """ "lan" when mDNS found the peer or its address is local, else "direct" (relays: later)."""
+        """ "relayed" on a relay's path; "lan" when mDNS found the peer or its address is local;
+        else "direct"."""
+        if isinstance(link.conn.path, RelayPath):
+            return "relayed"
         if link.peer_id in self.mesh.lan_peers:
             return "lan"
         return path_kind(link.conn.peer_address)
@@ -507,6 +514,25 @@ class Node:
             await self.mesh.close_all()
 
 
+def _relay_address(relay: str | tuple[str, int]) -> tuple[tuple[str, int], bytes | None]:
+    """``HOST:PORT`` or ``NODE_ID@HOST:PORT`` (which pins the relay's identity)."""
+    if isinstance(relay, tuple):
+        return _address(relay), None
+    pinned, _, where = relay.rpartition("@")
+    try:
+        relay_id = parse_node_id(pinned) if pinned else None
+    except (ValueError, LocalProtocolError):
+        raise LocalProtocolError(f"relay {relay!r}: expected HOST:PORT or NODE_ID@HOST:PORT") from None
+    address = _address(where)
+    try:
+        ipaddress.ip_address(address[0])
+    except ValueError:
+        raise LocalProtocolError(
+            f"relay {relay!r}: give the relay's numeric IP address (names are not resolved yet)"
+        ) from None
+    return address, relay_id
+
+
 @asynccontextmanager
 async def open_node(
     *,
@@ -516,7 +542,7 @@ async def open_node(
     discovery: bool = True,
     interfaces: Sequence[str] | None = None,
     peers: Iterable[tuple[str, int] | str] = (),
-    relay: str | None = None,
+    relay: str | tuple[str, int] | None = None,
     limits: Limits | None = None,
     config: QuantumConfig | None = None,
     seed: int | None = None,
@@ -526,12 +552,11 @@ async def open_node(
     ``data_dir`` defaults to ``$XDG_DATA_HOME/aetherflow`` (``~/.local/share/aetherflow``).
     ``peers`` are dialled and kept (redialled with backoff). ``discovery`` finds holders
     of open documents on the LAN (mDNS; ``interfaces`` limits it to those addresses).
-    ``relay`` is not available yet. ``seed`` makes the backoff jitter reproducible.
+    ``relay`` (``HOST:PORT`` or ``NODE_ID@HOST:PORT``) is the node's home relay: the node
+    registers there and keeps the registration (``node.home_relay``: the observed public
+    address, hole punching, relayed paths). ``seed`` makes the backoff jitter reproducible.
     """
-    if relay is not None:
-        raise LocalProtocolError(
-            "relays are not available yet in this version of AetherFlow; use direct peers or tickets"
-        )
+    home = _relay_address(relay) if relay is not None else None
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     check_writable(directory)
     lock = DataDirLock(directory)
@@ -572,11 +597,16 @@ async def open_node(
                     from aetherflow_node import _lan
 
                     tg.start_soon(_lan.run, node, interfaces)
-                try:
-                    yield node
-                finally:
-                    await node._aclose()
-                    tg.cancel_scope.cancel()
+                async with contextlib.AsyncExitStack() as relay_stack:
+                    if home is not None:
+                        node.home_relay = await relay_stack.enter_async_context(
+                            open_home_relay(endpoint, home[0], relay_id=home[1])
+                        )
+                    try:
+                        yield node
+                    finally:
+                        await node._aclose()
+                        tg.cancel_scope.cancel()
     finally:
         for closable in (session_store, store, catalog):
             if closable is not None:

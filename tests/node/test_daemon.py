@@ -59,7 +59,8 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
             (["--peer", "nohost"], "is not host:port"),
             (["--join", "af1notaticket"], "ticket"),
             (["--listen", "1.2.3.4"], "--listen '1.2.3.4'"),
-            (["--relay", "relay.test:443"], "relays are not available yet"),
+            (["--relay", "relay.test:443"], "numeric IP address"),
+            (["--relay", "nonsense@127.0.0.1:443"], "NODE_ID@HOST:PORT"),
         ]
         for args, text in cases:
             argv = [*CLI, "node", "--no-discovery", *data(tmp_path / "n"), "--listen", "127.0.0.1:0", *args]
