@@ -169,13 +169,26 @@ async def _client_main(relay: tuple[str, int], relay_id: bytes, count: int, args
             stamp, _ = _STAMP.unpack_from(data, DELIVER_OVERHEAD)
             latencies.append((time.monotonic() - stamp) * 1000)
 
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = []
-        for _ in range(count):
-            endpoint = await stack.enter_async_context(quantum.open_endpoint(("127.0.0.1", 0)))
-            client = await stack.enter_async_context(open_relay_client(endpoint, relay, relay_id=relay_id))
+    nodes: list[tuple[quantum.Endpoint, Any]] = []
+    stop = anyio.Event()
+    limit = anyio.CapacityLimiter(32)  # registrations in flight at once
+
+    async def node() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            async with limit:
+                endpoint = await stack.enter_async_context(quantum.open_endpoint(("127.0.0.1", 0)))
+                client = await stack.enter_async_context(
+                    open_relay_client(endpoint, relay, relay_id=relay_id, timeout=60)
+                )
             endpoint.set_raw_handler(on_raw)  # measurement takes over the raw handler (no punching here)
             nodes.append((endpoint, client))
+            await stop.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(node)
+        while len(nodes) < count:
+            await anyio.sleep(0.05)
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
         rng = random.Random(args.seed)
@@ -205,6 +218,7 @@ async def _client_main(relay: tuple[str, int], relay_id: bytes, count: int, args
         await anyio.sleep(0.5)  # the last frames in flight
         measuring[0] = False
         print(json.dumps({"sent": sent, "latencies_ms": [round(x, 4) for x in latencies]}), flush=True)
+        stop.set()
 
 
 command = Subcommand(

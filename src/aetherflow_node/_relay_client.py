@@ -312,6 +312,7 @@ async def open_relay_client(
 
 RECONNECT_MIN: Final = 0.2  # seconds before the first reconnection attempt
 RECONNECT_MAX: Final = 10.0  # the backoff's ceiling
+UPGRADE_INTERVAL: Final = 60.0  # seconds between attempts to leave the relay for a direct path (DERP, iroh)
 
 
 class HomeRelay:
@@ -353,6 +354,33 @@ class HomeRelay:
 
     async def punch(self, peer: bytes, candidates: tuple[Address, ...] = ()) -> PunchOutcome:
         return await (await self.wait_registered()).punch(peer, candidates)
+
+    async def upgrade(self, connection: quantum.Connection) -> bool:
+        """Try to move a relayed ``connection`` to a direct path: punch, then migrate.
+
+        True if it is direct afterwards; False (and still relayed, sessions and channels
+        untouched) if the punch found no route or the new path never answered.
+        """
+        if not isinstance(connection.path, RelayPath):
+            return True
+        outcome = await self.punch(connection.peer_id)
+        if outcome.address is None:
+            return False
+        try:
+            await connection.migrate(outcome.address)
+        except AetherFlowError:
+            return False
+        return True
+
+    async def keep_upgrading(
+        self, connection: quantum.Connection, interval: float = UPGRADE_INTERVAL
+    ) -> None:
+        """While ``connection`` is relayed, try :meth:`upgrade` every ``interval`` seconds."""
+        while True:
+            if isinstance(connection.path, RelayPath):
+                with contextlib.suppress(AetherFlowError, TimeoutError):
+                    await self.upgrade(connection)
+            await anyio.sleep(interval)
 
     def _set(self, client: RelayClient | None) -> None:
         self.client = client

@@ -132,3 +132,38 @@ async def test_abuse_on_real_sockets_is_dropped_counted_and_isolated() -> None:
             from_a = sum(d.startswith(b"\x53" + ea.node_id) for d in received)
             assert from_a <= 4 + 8
             assert not any(b"x" * 100 in d for d in received)  # nothing of the stranger's got through
+
+
+async def test_a_relayed_connection_upgrades_to_direct_and_keeps_its_messages() -> None:
+    from aetherflow_node._relay_client import RelayPath, open_home_relay
+
+    with anyio.fail_after(30):
+        async with (
+            serve_relay(LOOP) as relay,
+            quantum.open_endpoint(LOOP) as ea,
+            quantum.open_endpoint(LOOP) as eb,
+            open_home_relay(ea, relay.address, relay_id=relay.node_id) as ha,
+            open_home_relay(eb, relay.address, relay_id=relay.node_id) as hb,
+        ):
+            await ha.wait_registered()
+            await hb.wait_registered()
+            box: list[quantum.Connection] = []
+            ready = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_accept_one, eb, box, ready)
+                conn_a = await ea.connect(eb.local_address, peer_id=eb.node_id)
+                await ready.wait()
+            conn_b = box[0]
+            eb.add_path(hb.relayed_path(ea.node_id))
+            await conn_a.migrate_to_path(ha.relayed_path(eb.node_id))
+            await conn_a.send(b"relayed")
+            assert await conn_b.receive() == b"relayed"
+            assert isinstance(conn_a.path, RelayPath)
+            assert await ha.upgrade(conn_a) is True
+            assert not isinstance(conn_a.path, RelayPath)
+            before = relay.statistics().forwarded_packets
+            for i in range(10):
+                await conn_a.send(b"%d" % i)
+                assert await conn_b.receive() == b"%d" % i
+            assert relay.statistics().forwarded_packets - before <= 4
+            assert relay.statistics().punch_successes == 1
