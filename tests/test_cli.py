@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,14 +41,17 @@ def test_output_into_a_closed_pipe_ends_quietly() -> None:
     assert demo.returncode in (0, 141)
 
 
-def test_sigterm_cleans_up_the_demo_temporary_directory() -> None:
-    pattern = os.path.join(tempfile.gettempdir(), "aetherflow-demo-*")
+def test_sigterm_cleans_up_the_demo_temporary_directory(tmp_path: Path) -> None:
+    # A temporary directory of its own: another run's demo on this machine (a parallel test
+    # run shares /tmp) must not be taken for ours.
+    pattern = os.path.join(str(tmp_path), "aetherflow-demo-*")
     before = set(glob.glob(pattern))
     demo = subprocess.Popen(
         [*COMMAND, "demo", "--headless", "--edits", "3000", "--seed", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert demo.stdout is not None
     # Wait until the demo is editing (its temporary directory exists and it has printed).
