@@ -42,6 +42,7 @@ class Relay:
         self._connections: dict[bytes, quantum.Connection] = {}
         self._outboxes: dict[bytes, MemoryObjectSendStream[bytes | None]] = {}
         self._wake = anyio.Event()
+        self._armed: float | None = None  # the core timer the timer loop sleeps toward
         self.started = time.monotonic()
 
     @property
@@ -127,6 +128,7 @@ class Relay:
         next_rtt = time.monotonic() + RTT_REFRESH
         while True:
             timer = self.core.get_timer()
+            self._armed = timer
             deadline = min(timer if timer is not None else math.inf, next_rtt)
             with anyio.move_on_after(max(deadline - time.monotonic(), 0)):
                 await self._wake.wait()
@@ -169,7 +171,9 @@ class Relay:
                     outbox.send_nowait(None)  # a REFUSED queued before it still goes out
                 except anyio.WouldBlock:
                     connection.abort(request.reason)
-        self._wake.set()
+        # Wake the timer loop only when the core's timer moved: not once per forwarded packet.
+        if core.get_timer() != self._armed:
+            self._wake.set()
 
 
 @contextlib.asynccontextmanager
