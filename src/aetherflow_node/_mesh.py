@@ -169,6 +169,9 @@ class Link:
     peer_name: str = ""
     docs: dict[str, DocLink] = attrs.Factory(dict)
     opening: set[str] = attrs.Factory(set)
+    retries: dict[str, Backoff] = attrs.Factory(dict)
+    """Per document: the backoff of re-opening its channel after an attempt that failed for a
+    passing reason (a timeout under load, a channel closed mid-handshake)."""
     refused_while_opening: set[str] = attrs.Factory(set)
     """Documents whose channel from the peer we refused because ours was pending (rule 2): if
     ours then fails too, we open again, so that the two sides never both give up."""
@@ -234,6 +237,7 @@ class Mesh:
                 "revocations_applied",
                 "reconnects",
                 "writes_withheld",
+                "document_reopens",
             ),
             0,
         )
@@ -454,11 +458,19 @@ class Mesh:
             return False
         return True
 
-    async def _open_document(self, link: Link, document: Document) -> None:
+    async def _open_document(self, link: Link, document: Document, delay: float = 0.0) -> None:
+        if delay:
+            await anyio.sleep(delay)
         doc_id = document.doc_id
-        if doc_id in link.docs or doc_id in link.opening or document.closed:
+        if doc_id in link.docs or doc_id in link.opening or document.closed or link.closed.is_set():
             return
         link.opening.add(doc_id)
+        # Set when the attempt ends for a reason that passes (a timeout, a channel closed while the
+        # session was being set up, a sync that ended while the link lives on): without another
+        # try, both sides could stay linked with the document offline for good. A refusal (the
+        # peer does not hold the document, or is full) and an AuthError are answers, not retried:
+        # the peer opens the channel itself once it holds the document.
+        transient = False
         try:
             try:
                 channel = await link.conn.open_channel(document.record.channel_name)
@@ -473,24 +485,40 @@ class Mesh:
                     )
                     link.opening.discard(doc_id)
                     if self._may_take(link, document, self.my_id):
+                        link.retries.pop(doc_id, None)  # synced: the next failure starts afresh
                         await self._sync(
                             link, document, session, claims.permission, claims.token_id, self.my_id
                         )
+                        transient = True  # the sync ended but the link lives on: open again
             except* AuthError as group:
                 self.counters["handshakes_failed"] += 1
                 peer = link.peer_id.hex()[:12]
                 logger.info("document %s with %s: %s", document.name, peer, group.exceptions[0])
             except* (ConnectionClosed, TimeoutError, AetherFlowError):
-                pass
+                transient = True
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
                     await channel.aclose()
         finally:
             link.opening.discard(doc_id)
-            if doc_id in link.refused_while_opening and doc_id not in link.docs:
-                link.refused_while_opening.discard(doc_id)
-                if link.task_group is not None and not link.closed.is_set() and not document.closed:
-                    link.task_group.start_soon(self._open_document, link, document)
+            crossed = doc_id in link.refused_while_opening
+            link.refused_while_opening.discard(doc_id)
+            if (
+                (crossed or transient)
+                and doc_id not in link.docs
+                and link.task_group is not None
+                and not link.closed.is_set()
+                and not document.closed
+            ):
+                if crossed:
+                    delay = 0.0  # we refused the peer's channel for ours: at once, or nobody opens
+                else:
+                    self.counters["document_reopens"] += 1
+                    backoff = link.retries.setdefault(
+                        doc_id, Backoff(self.rng, base=self.limits.backoff_base, cap=self.limits.backoff_cap)
+                    )
+                    delay = backoff.next_delay()
+                link.task_group.start_soon(self._open_document, link, document, delay)
 
     async def _serve_incoming(self, link: Link, document: Document, channel: Channel) -> None:
         try:

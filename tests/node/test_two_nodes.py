@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from aetherflow_node import open_node
 
 from ._helpers import loopback, wait_until
@@ -40,3 +42,28 @@ async def test_rejoining_with_a_fresh_ticket_after_both_restart_dials_its_new_ad
             same = lambda a=doc_a, b=doc_b: a.text == b.text  # noqa: E731
             await wait_until(same, 10, f"run {run}: bob synced", alice, bob)
             assert doc_b.text == "run 0. " * (run == 0) + "run 0. run 1. " * (run == 1)
+
+
+
+async def test_a_document_whose_channel_setup_times_out_is_opened_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load a document's channel setup can time out while the peers' connection stays up:
+    the opener tries again (with backoff), so the document does not stay offline for good."""
+    from aetherflow_node import _mesh
+
+    async with (
+        open_node(data_dir=tmp_path / "a", name="alice", **loopback()) as alice,  # type: ignore[arg-type]
+        open_node(data_dir=tmp_path / "b", name="bob", **loopback()) as bob,  # type: ignore[arg-type]
+    ):
+        doc_a = await alice.open_document("notes")
+        doc_a.insert(0, "hello")
+        monkeypatch.setattr(_mesh, "FIRST_MESSAGE_TIMEOUT", 0.0)  # every setup times out for now
+        doc_b = await bob.open_document(alice.share(doc_a, user="bob", perm="rw"))
+        await wait_until(
+            lambda: any(node.mesh.counters["document_reopens"] for node in (alice, bob)),
+            10, "a failed channel setup was retried", alice, bob,
+        )  # fmt: skip
+        assert doc_b.text == "" and all(node.mesh.links for node in (alice, bob)), "linked, not synced"
+        monkeypatch.setattr(_mesh, "FIRST_MESSAGE_TIMEOUT", 10.0)  # the load passes
+        await wait_until(lambda: doc_b.text == "hello", 15, "the document synced on a retry", alice, bob)
