@@ -44,7 +44,6 @@ async def test_rejoining_with_a_fresh_ticket_after_both_restart_dials_its_new_ad
             assert doc_b.text == "run 0. " * (run == 0) + "run 0. run 1. " * (run == 1)
 
 
-
 async def test_a_document_whose_channel_setup_times_out_is_opened_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
