@@ -25,7 +25,7 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "RemoteProtocolError", "ReplicaError", "StorageError", "WouldBlock", "uuid7", "uuid7_unix_ms",
     ],
     "aetherflow_sdk.quantum": [
-        "Channel", "ChannelRefused", "Connection", "ConnectionClosed", "ConnectionEstablished",
+        "Channel", "ChannelRefused", "Connection", "ConnectionEnded", "ConnectionEstablished",
         "ConnectionStatistics", "ConnectionTerminated", "DirectPath", "Endpoint", "EndpointCore",
         "EndpointEvent", "EndpointStatistics", "HandshakeCompleted", "Path", "PathChanged", "PathMigrated",
         "PathMigration", "PathMigrationFailed", "PathValidationFailed", "QuantumConfig",

@@ -53,11 +53,11 @@ async def test_events_say_established_path_changed_and_closed_and_the_list_follo
 
             await conn.aclose()
             closed_here = await anext(client_events)
-            assert isinstance(closed_here, quantum.ConnectionClosed)
+            assert isinstance(closed_here, quantum.ConnectionEnded)
             assert closed_here.connection is conn and isinstance(closed_here.error, ClosedLocally)
             assert closed_here.reason == "connection closed by this side"
             closed_there = await anext(server_events)
-            assert isinstance(closed_there, quantum.ConnectionClosed)
+            assert isinstance(closed_there, quantum.ConnectionEnded)
             assert closed_there.connection is server_conn
             assert isinstance(closed_there.error, ClosedByPeer)
             assert closed_there.reason == "the peer closed the connection"
@@ -95,11 +95,11 @@ async def test_every_stream_sees_every_event_from_its_creation_and_ends_with_the
                 await next_event()
                 assert [type(e) for e in seen] == [
                     quantum.ConnectionEstablished,
-                    quantum.ConnectionClosed,
+                    quantum.ConnectionEnded,
                     quantum.ConnectionEstablished,
                 ]
                 assert seen[1].connection is seen[0].connection
-                assert isinstance(seen[1], quantum.ConnectionClosed)
+                assert isinstance(seen[1], quantum.ConnectionEnded)
                 assert "enough" in seen[1].reason  # the peer's reason reaches the server's event
                 assert await anext(late) is seen[1]
                 assert client.connections() == (two,)
@@ -107,7 +107,7 @@ async def test_every_stream_sees_every_event_from_its_creation_and_ends_with_the
         stream = server.events()
     # The endpoint is closed: streams end once drained.
     assert [e async for e in stream] == []
-    assert [type(e) async for e in first] == [quantum.ConnectionClosed]  # two, closed at exit
+    assert [type(e) async for e in first] == [quantum.ConnectionEnded]  # two, closed at exit
 
 
 async def test_a_failed_dial_is_not_an_event_and_is_not_held() -> None:
@@ -153,4 +153,4 @@ def test_events_and_the_list_work_from_asyncio_too() -> None:
                 assert server.connections() == ()
                 return seen
 
-    assert anyio.run(main, backend="asyncio") == ["ConnectionEstablished", "ConnectionClosed"]
+    assert anyio.run(main, backend="asyncio") == ["ConnectionEstablished", "ConnectionEnded"]

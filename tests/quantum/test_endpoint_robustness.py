@@ -148,7 +148,7 @@ async def test_a_fault_in_one_connection_closes_it_and_leaves_the_other_working(
         stats = server.statistics()
         assert stats.internal_errors == 1
         # The endpoint reported the failure as that connection's close, with the reason.
-        closed = [e async for e in _drain(events) if isinstance(e, quantum.ConnectionClosed)]
+        closed = [e async for e in _drain(events) if isinstance(e, quantum.ConnectionEnded)]
         assert len(closed) == 1 and "injected fault" in closed[0].reason
         assert closed[0].connection not in server.connections()
         assert len(server.connections()) == 2

@@ -64,7 +64,7 @@ async def test_a_thousand_connections_exchange_messages_then_are_all_forgotten()
             while events._queue:  # every connection was announced once, and closed once
                 event = await anext(events)
                 established += isinstance(event, quantum.ConnectionEstablished)
-                closed += isinstance(event, quantum.ConnectionClosed)
+                closed += isinstance(event, quantum.ConnectionEnded)
             assert established == closed == CONNECTIONS
         del event, events
         core = server._core

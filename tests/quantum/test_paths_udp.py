@@ -108,7 +108,7 @@ async def test_migrate_to_a_second_port_mid_stream_keeps_every_message() -> None
         with trio.fail_after(30):
             await conn.aclose()  # through the forward, while it still runs
             closed = await anext(server_events)
-            assert isinstance(closed, quantum.ConnectionClosed)  # the event: the CLOSE got through
+            assert isinstance(closed, quantum.ConnectionEnded)  # the event: the CLOSE got through
         nursery.cancel_scope.cancel()
 
 

@@ -29,7 +29,7 @@ from aetherflow_sdk.quantum._connection import (
 from aetherflow_sdk.quantum._endpoint import Connection, Endpoint, open_endpoint
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore
 from aetherflow_sdk.quantum._events import (
-    ConnectionClosed,
+    ConnectionEnded,
     ConnectionEstablished,
     EndpointEvent,
     PathChanged,
@@ -42,7 +42,7 @@ __all__ = [
     "Channel",
     "ChannelRefused",
     "Connection",
-    "ConnectionClosed",
+    "ConnectionEnded",
     "ConnectionEstablished",
     "ConnectionStatistics",
     "ConnectionTerminated",

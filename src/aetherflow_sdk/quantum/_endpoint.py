@@ -37,8 +37,13 @@ from aetherflow_sdk.quantum._channel_shell import Channel
 from aetherflow_sdk.quantum._config import QuantumConfig
 from aetherflow_sdk.quantum._connection import Address, HandshakeCompleted, PathMigrated, QuantumConnection
 from aetherflow_sdk.quantum._endpoint_core import EndpointCore, check_address, check_peer_id
-from aetherflow_sdk.quantum._events import ConnectionClosed as ConnectionClosedEvent
-from aetherflow_sdk.quantum._events import ConnectionEstablished, EventHub, EventStream, PathChanged
+from aetherflow_sdk.quantum._events import (
+    ConnectionEnded,
+    ConnectionEstablished,
+    EventHub,
+    EventStream,
+    PathChanged,
+)
 from aetherflow_sdk.quantum._path_shell import PathMigration
 from aetherflow_sdk.quantum._paths import Path
 from aetherflow_sdk.quantum._states import CAN_SEND_DATA, HANDSHAKING, OPEN
@@ -206,7 +211,7 @@ class Endpoint:
                 match event:
                     case quantum.ConnectionEstablished(connection=conn): ...
                     case quantum.PathChanged(old=old, new=new): ...
-                    case quantum.ConnectionClosed(reason=reason): ...
+                    case quantum.ConnectionEnded(reason=reason): ...
 
         Each call returns a new stream that sees every event; it ends when the endpoint
         closes. A stream nobody reads keeps the last ``EVENT_BUFFER`` events (``dropped``
@@ -331,7 +336,7 @@ class Endpoint:
             if connection._listed:
                 connection._listed = False
                 error = connection._error()
-                publish(ConnectionClosedEvent(connection=connection, reason=str(error), error=error))
+                publish(ConnectionEnded(connection=connection, reason=str(error), error=error))
             if core.is_closed or cid not in self._core.connections:
                 self._wrappers.pop(cid, None)
             self._membership_changed()
@@ -494,7 +499,7 @@ class Connection:
     def __init__(self, endpoint: Endpoint, core: QuantumConnection) -> None:
         self._endpoint = endpoint
         self._core = core
-        self._listed = False  # between its ConnectionEstablished and ConnectionClosed events
+        self._listed = False  # between its ConnectionEstablished and ConnectionEnded events
         self._address = core.peer_address  # as last announced (PathChanged's ``old``)
         self._wakeup: anyio.Event | None = None  # made when a task waits; set by _notify()
 

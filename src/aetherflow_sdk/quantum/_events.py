@@ -5,7 +5,7 @@ The sans-I/O core queues its own events per connection (``HandshakeCompleted``,
 endpoint turns them into the three records below, one stream for all its
 connections (:meth:`Endpoint.events`). A connection is listed by
 :meth:`Endpoint.connections` from its :class:`ConnectionEstablished` until its
-:class:`ConnectionClosed`; both come exactly once per established connection.
+:class:`ConnectionEnded`; both come exactly once per established connection.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class PathChanged:
 
 
 @attrs.frozen(kw_only=True)
-class ConnectionClosed:
+class ConnectionEnded:
     """A connection closed: by either side, an idle timeout, or a failure inside it."""
 
     connection: Connection
@@ -63,7 +63,7 @@ class ConnectionClosed:
     """The error the connection's calls raise from now on (its type tells who closed it)."""
 
 
-EndpointEvent = ConnectionEstablished | PathChanged | ConnectionClosed
+EndpointEvent = ConnectionEstablished | PathChanged | ConnectionEnded
 
 
 class EventStream(AsyncIterator[EndpointEvent]):
@@ -139,4 +139,4 @@ class EventHub:
         self._streams.clear()
 
 
-__all__ = ["ConnectionClosed", "ConnectionEstablished", "EndpointEvent", "EventStream", "PathChanged"]
+__all__ = ["ConnectionEnded", "ConnectionEstablished", "EndpointEvent", "EventStream", "PathChanged"]
