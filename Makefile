@@ -8,17 +8,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench-transport clean
 
+# pip's own chatter goes to $(VENV)/install.log, shown only when an install fails.
+PIP := $(PY) -m pip install -q --log $(VENV)/install.log
+
 $(VENV)/bin/python:
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@echo "creating $(VENV) (first run only)"
+	@python3 -m venv $(VENV)
+	@$(PIP) --upgrade pip >/dev/null 2>&1 || { cat $(VENV)/install.log; exit 1; }
 
 $(RUNTIME): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e .
-	touch $(RUNTIME)
+	@echo "installing aetherflow into $(VENV)"
+	@$(PIP) -e . >/dev/null 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@touch $(RUNTIME)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[dev,bench]'
-	touch $(RUNTIME) $(STAMP)
+	@echo "installing aetherflow with its test and benchmark tools into $(VENV)"
+	@$(PIP) -e '.[dev,bench]' >/dev/null 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@touch $(RUNTIME) $(STAMP)
 
 demo: $(RUNTIME)
 	$(VENV)/bin/aetherflow demo
