@@ -621,9 +621,14 @@ class Mesh:
             return
         channel_name = message.get("c")
         document = self.node._document_by_channel(channel_name if isinstance(channel_name, bytes) else b"")
-        if document is None or document.doc_id not in link.docs:
-            return  # a document this peer does not share with us (or no longer): ignore
+        if document is None:
+            return  # a document we do not hold (or no longer): ignore
         if kind == "holders":
+            # Not gated on this link's sync having started: the peer may announce the moment its
+            # side of the document's channel is up, before ours is, and dropping that message
+            # left the new holder never meeting the others. The channel name is a keyed hash of
+            # the document's secret, so only a holder can send it, and a holder named here must
+            # still present a valid token when we dial it.
             holders = message.get("h")
             if not isinstance(holders, list) or len(holders) > MAX_HOLDERS_IN_MESSAGE:
                 raise BadPacket("holders is not a short list")
@@ -644,6 +649,8 @@ class Mesh:
                     self.node.catalog.add_holder(document.doc_id, node_id, (host, port))
                     self.want((host, port), node_id, persistent=False)
         elif kind == "revoke":
+            if document.doc_id not in link.docs:
+                return  # only from a peer we share the document with
             token_id, until, signature = message.get("j"), message.get("u"), message.get("s")
             if not (
                 isinstance(token_id, str)
