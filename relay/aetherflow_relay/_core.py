@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import attrs
 
+from aetherflow_node._limits import TokenBucket
 from aetherflow_node._relay_wire import (
     MAX_CANDIDATES,
     NO_SUBJECT,
@@ -58,7 +59,6 @@ from aetherflow_node._relay_wire import (
     parse_control_untrusted,
     parse_frame_untrusted,
 )
-from aetherflow_relay._quota import TokenBucket
 from aetherflow_sdk._errors import AuthError, BadPacket, LocalProtocolError
 from aetherflow_sdk.session import TokenVerifier
 
@@ -261,8 +261,8 @@ class RelayCore:
             address=address,
             state=ClientState.PENDING,
             deadline=now + config.registration_timeout,
-            bucket=TokenBucket(rate=config.rate, burst=config.burst, now=now),
-            control=TokenBucket(rate=config.control_rate, burst=config.control_burst, now=now),
+            bucket=TokenBucket(config.rate, config.burst, now),
+            control=TokenBucket(config.control_rate, config.control_burst, now),
             rtt=rtt if rtt is not None and rtt > 0 else DEFAULT_RTT,
         )
         self._clients[node_id] = client
@@ -331,7 +331,7 @@ class RelayCore:
         if client is None:
             self._drops["bad_control"] += 1
             return
-        if not client.control.take(1, now):
+        if not client.control.try_take(1, now):
             self._drops["control_rate"] += 1
             self._refuse(client, RefusalCode.RATE_LIMITED, "too many control messages; slow down")
             return
@@ -475,7 +475,7 @@ class RelayCore:
         if destination is None or destination.state is not ClientState.REGISTERED:
             self._drops["unknown_destination"] += 1
             return
-        if not sender.queue and sender.bucket.take(len(frame.packet), now):
+        if not sender.queue and sender.bucket.try_take(len(frame.packet), now):
             self._deliver(sender, destination, frame.packet)
             return
         if len(sender.queue) >= self.config.queue_packets:
@@ -513,7 +513,7 @@ class RelayCore:
             client = self._clients[node_id]
             while client.queue:
                 destination_id, packet = client.queue[0]
-                if not client.bucket.take(len(packet), now):
+                if not client.bucket.try_take(len(packet), now):
                     break
                 client.queue.popleft()
                 destination = self._clients.get(destination_id)

@@ -15,6 +15,7 @@ caller's ``random.Random`` (seeded in tests).
 
 from __future__ import annotations
 
+import math
 import random
 
 import attrs
@@ -89,10 +90,18 @@ class TokenBucket:
     def try_take(self, amount: float, now: float) -> bool:
         """Spend ``amount`` only if available now (for datagrams, which are dropped instead)."""
         self._refill(now)
-        if self._tokens < amount:
+        # The tolerance absorbs float rounding, so a take at exactly ready_time() succeeds.
+        if amount > self._tokens + 1e-6:
             return False
-        self._tokens -= amount
+        self._tokens = max(self._tokens - amount, 0.0)
         return True
+
+    def ready_time(self, amount: float) -> float:
+        """The earliest time ``try_take(amount)`` can succeed (inf if ``amount`` exceeds the burst)."""
+        if amount > self.burst:
+            return math.inf
+        missing = amount - self._tokens
+        return self._stamp if missing <= 0 else self._stamp + missing / self.rate
 
 
 class PeerBudget:
