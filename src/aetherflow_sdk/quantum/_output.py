@@ -394,20 +394,10 @@ class PacketOutput:
             packet = self._seal(plaintext, PacketType.DATA, HeaderFlags.FEC_PROTECTED, group, index)
         else:
             packet = self._seal(plaintext)
-        self._count_sent(len(packet), now)
-        self._stats.packets_sent += 1
-        if eliciting:
-            sent = SentPacket(
-                packet_number=pn,
-                time_sent=now,
-                size=len(packet),
-                ack_eliciting=True,
-                in_flight=True,
-                payload=retransmittable or None,
-            )
+        sent = self._track_sent(pn, packet, eliciting, retransmittable, now)
+        if sent is not None:
             if group >= 0:
                 self._fec.track(sent, group)
-            self.recovery.on_packet_sent(sent, now)
             self.pacer.on_packet_sent(len(packet), now)
             # More data waiting after this packet: the window or the pacer sets the rate, not
             # the application (bulk); FEC "auto" backs its parity off then (_fec_path.py, rule 2).
@@ -418,11 +408,29 @@ class PacketOutput:
                 backlogged=self.channels.has_data_to_send(),
                 smoothed_rtt=self.rtt.smoothed_rtt,
             )
-        else:
+        return packet
+
+    def _track_sent(
+        self, pn: int, packet: bytes, eliciting: bool, retransmittable: list[object], now: float
+    ) -> SentPacket | None:
+        """Count a sealed packet, and hand an ack-eliciting one to loss recovery (returned)."""
+        self._count_sent(len(packet), now)
+        self._stats.packets_sent += 1
+        if not eliciting:
             # ACK-only packets are not tracked for loss (RFC 9002 §3), but recovery must know
             # their numbers exist so that an ACK covering them is not taken for a forgery.
             self.recovery.largest_sent = pn
-        return packet
+            return None
+        sent = SentPacket(
+            packet_number=pn,
+            time_sent=now,
+            size=len(packet),
+            ack_eliciting=True,
+            in_flight=True,
+            payload=retransmittable or None,
+        )
+        self.recovery.on_packet_sent(sent, now)
+        return sent
 
     def _build_control_packet(self, now: float, room: int) -> bytes | None:
         """A packet of at most ``room`` bytes with only the frames that validate a path."""
@@ -455,20 +463,7 @@ class PacketOutput:
             return None
         pn = self._next_packet_number
         packet = self._seal(b"".join(parts))
-        self._count_sent(len(packet), now)
-        self._stats.packets_sent += 1
-        if eliciting:
-            sent = SentPacket(
-                packet_number=pn,
-                time_sent=now,
-                size=len(packet),
-                ack_eliciting=True,
-                in_flight=True,
-                payload=retransmittable or None,
-            )
-            self.recovery.on_packet_sent(sent, now)
-        else:
-            self.recovery.largest_sent = pn
+        self._track_sent(pn, packet, eliciting, retransmittable, now)
         return packet
 
     def _build_parity_packet(self, now: float) -> bytes | None:
