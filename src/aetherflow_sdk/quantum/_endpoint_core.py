@@ -17,8 +17,9 @@ first byte is 0x40 or above is not Quantum. If a framed path (a relay's) was reg
 its source address and unwraps it, the packet inside is routed like any other, through that
 path; else it goes to the raw handler. ``send_raw`` sends one: without limit to a *validated*
 address (the proven active path of a live connection here: a peer, or the relay a path goes
-through); to any other address at most ``RAW_UNSOLICITED_ALLOWANCE`` bytes plus 3x what that
-address sent us (RFC 9000 §8.1's factor).
+through; an index kept in step with the connections' paths answers that in O(1)); to any other
+address at most ``RAW_UNSOLICITED_ALLOWANCE`` bytes plus 3x what that address sent us (RFC 9000
+§8.1's factor).
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ class EndpointCore:
         # address -> [bytes received, bytes sent] for raw traffic to unvalidated addresses
         self._raw_budget: OrderedDict[Address, list[int]] = OrderedDict()
         self._framed_paths: dict[Address, list[Path]] = {}
+        # The validated-address index (send_raw's check in O(1)): address -> the live connections
+        # whose validated active path goes there, and each indexed connection's address. Kept in
+        # step by _reindex after every input, timer, output, migration and close.
+        self._validated: dict[Address, dict[bytes, QuantumConnection]] = {}
+        self._validated_at: dict[bytes, Address] = {}
         self._paths_of: dict[bytes, list[Path]] = {}  # connection ID -> framed paths it migrated to
         self._raw_received = 0
         self._raw_sent = 0
@@ -177,6 +183,7 @@ class EndpointCore:
         cid = connection.local_cid
         self.connections[cid] = connection
         self._dirty.add(cid)
+        self._reindex(connection)
         return connection
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> QuantumConnection | None:
@@ -295,10 +302,34 @@ class EndpointCore:
         return True
 
     def _validated_address(self, address: Address) -> bool:
-        return any(
-            c.path_validated and c.peer_address == address and not c.is_closed
-            for c in self.connections.values()
-        )
+        """A live connection's validated active path goes to ``address`` (O(1), not a scan)."""
+        indexed = self._validated.get(address)
+        if not indexed:
+            return False
+        for connection in list(indexed.values()):  # one, or a few behind one relay
+            if connection.path_validated and connection.peer_address == address and not connection.is_closed:
+                return True
+            self._reindex(connection)  # changed without our noticing: a safety net, not the rule
+        return False
+
+    def _reindex(self, connection: QuantumConnection) -> None:
+        """Bring ``connection``'s entry in the validated-address index up to date."""
+        cid = connection.local_cid
+        address: Address | None = None
+        if cid in self.connections and connection.path_validated and not connection.is_closed:
+            address = connection.peer_address
+        old = self._validated_at.get(cid)
+        if old == address:
+            return
+        if old is not None:
+            del self._validated_at[cid]
+            indexed = self._validated[old]
+            indexed.pop(cid, None)
+            if not indexed:
+                del self._validated[old]
+        if address is not None:
+            self._validated_at[cid] = address
+            self._validated.setdefault(address, {})[cid] = connection
 
     def add_path(self, path: Path) -> None:
         """Receive through a framed path: raw datagrams from ``path.address`` that it unwraps are
@@ -370,6 +401,7 @@ class EndpointCore:
         self._client_cid_of[cid] = initial.client_cid
         self._awaiting_accept.add(cid)
         self._accepted_total += 1
+        self._reindex(connection)  # the cookie proved the client's address
         # The INITIAL itself is consumed by the handshake object; do not feed it again.
         self._dirty.add(cid)
         return None
@@ -411,6 +443,7 @@ class EndpointCore:
     def _after_input(self, connection: QuantumConnection) -> None:
         cid = connection.local_cid
         self._dirty.add(cid)
+        self._reindex(connection)
         if cid in self._awaiting_accept and connection.is_established:
             self._awaiting_accept.discard(cid)
             self.accepted.append(connection)
@@ -506,6 +539,7 @@ class EndpointCore:
             if connection.is_closed:
                 self._forget(connection)
             else:
+                self._reindex(connection)
                 self._schedule(connection, now)
         self._datagrams_sent += len(out)
         self._bytes_sent += sum(len(d) for d, _ in out)
@@ -561,6 +595,7 @@ class EndpointCore:
 
     def _forget(self, connection: QuantumConnection) -> None:
         self.connections.pop(connection.local_cid, None)
+        self._reindex(connection)  # (no longer in connections: its entry goes)
         self._faulted.discard(connection.local_cid)
         self._timer_at.pop(connection.local_cid, None)  # its heap entries are skipped from now on
         self._dirty.discard(connection.local_cid)
