@@ -47,7 +47,8 @@ PUBLIC_NAMES: dict[str, list[str]] = {
     ],
     "aetherflow_node": [
         "DataDirError", "Document", "DocumentStatistics", "Identity", "Limits", "Node", "NodeStatistics",
-        "PeerInfo", "Presence", "default_data_dir", "format_node_id", "open_node", "parse_node_id",
+        "PeerInfo", "Presence", "ServeRefused", "default_data_dir", "format_node_id", "open_node",
+        "parse_node_id",
     ],
     "aetherflow_sdk.testing": [
         "ADDRESS_A", "ADDRESS_B", "DirectionStatistics", "EmulatedLink", "LinkConfig", "LinkDirection",

@@ -4,26 +4,36 @@ Every setting comes from, in this order of precedence: a command-line flag, an e
 variable ``AETHERFLOW_RELAY_<NAME>`` (``AETHERFLOW_RELAY_MAX_CLIENTS=500``), a TOML file
 (``--config relay.toml``, keys as the flag names with underscores), and the default. A bad value
 from any of them ends in one line naming where it came from, and exit status 2.
+
+With ``--data-dir DIR`` the relay is also a persistence peer (``_serve.py``): a node with the
+relay's key (``DIR/identity.key``) on ``--serve-port`` hosts the documents it is allowed to.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import tomllib
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import attrs
 
 from aetherflow_node._cli import Subcommand
+from aetherflow_node._datadir import IDENTITY_FILE
 from aetherflow_sdk._errors import LocalProtocolError
 from aetherflow_sdk._identity import Identity, format_node_id, parse_node_id
+
+if TYPE_CHECKING:
+    from aetherflow_relay._serve import DocumentHost
 
 ENV_PREFIX: Final = "AETHERFLOW_RELAY_"
 
@@ -56,6 +66,53 @@ def _issuers(value: str | list[str] | tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(parse_node_id(str(item)) for item in items)
 
 
+def _port(value: str | int) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise ValueError(f"expected a UDP port 0..65535, got {value!r}")
+    return int(text)
+
+
+def _positive_int(value: str | int) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"expected a whole number > 0, got {value!r}")
+    return int(text)
+
+
+_BYTES: Final = re.compile(r"^(\d+)\s*([kmg]?)(i?b)?$", re.IGNORECASE)
+_BYTE_UNITS: Final = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _bytes(value: str | int) -> int:
+    """``65536``, ``64k``, ``64MiB``, ``1G`` (binary units) -> bytes, > 0."""
+    match = _BYTES.match(str(value).strip())
+    if match is None:
+        raise ValueError(f"expected a number of bytes like 65536, 64k or 64MiB, got {value!r}")
+    amount = int(match.group(1)) * _BYTE_UNITS[match.group(2).lower()]
+    if amount <= 0:
+        raise ValueError(f"a quota must be > 0 bytes, got {value!r}")
+    return amount
+
+
+def _document_ids(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    items = (
+        list(value)
+        if isinstance(value, (list, tuple))
+        else [v for v in str(value).replace(",", " ").split() if v]
+    )
+    found = []
+    for item in items:
+        text = str(item).strip()
+        try:
+            uuid.UUID(text)
+        except ValueError:
+            hint = " (that is a ticket: give its document ID)" if text.startswith("af1") else ""
+            raise ValueError(f"expected a document ID (a UUID), got {text!r}{hint}") from None
+        found.append(text)
+    return tuple(found)
+
+
 @attrs.frozen(kw_only=True)
 class _Setting:
     name: str
@@ -80,6 +137,15 @@ SETTINGS: Final = (
     _Setting(name="metrics", parse=_address, default=None,
              help="serve Prometheus /metrics and /healthz on HOST:PORT"),
     _Setting(name="log_format", parse=str, default="text", help="text or json"),
+    _Setting(name="data_dir", parse=lambda v: Path(v).expanduser() if v else None, default=None,
+             help="host documents too (a persistence peer): the node's data directory, its key the relay's"),
+    _Setting(name="serve_port", parse=_port, default=None,
+             help="UDP port of the persistence peer, on the relay's host (default: the relay's port + 1)"),
+    _Setting(name="serve", parse=_document_ids, default=(),
+             help="document IDs hosted with any rw ticket (repeatable); serve tickets need no listing"),
+    _Setting(name="quota_bytes", parse=_bytes, default="64MiB",
+             help="stored bytes per hosted document; past it its remote updates are refused"),
+    _Setting(name="max_documents", parse=_positive_int, default=1000, help="hosted documents at most"),
 )  # fmt: skip
 
 
@@ -118,6 +184,20 @@ def resolve_settings(
             raise LocalProtocolError(f"{source}: {exc}") from None
     if resolved["log_format"] not in ("text", "json"):
         raise LocalProtocolError(f"log format must be text or json, got {resolved['log_format']!r}")
+    if resolved["data_dir"] is None and resolved["serve"]:
+        raise LocalProtocolError("--serve needs --data-dir DIR (where the hosted documents are stored)")
+    if resolved["data_dir"] is not None:
+        key = resolved["data_dir"] / IDENTITY_FILE
+        if resolved["identity"] is not None and resolved["identity"].resolve() != key.resolve():
+            raise LocalProtocolError(
+                f"--identity and --data-dir: the persistence peer and the relay share the key {key};"
+                " drop --identity (or point it there)"
+            )
+        if resolved["serve_port"] is None:
+            port = resolved["listen"][1]
+            resolved["serve_port"] = port + 1 if 0 < port < 65535 else 0
+        elif resolved["serve_port"] == resolved["listen"][1] != 0:
+            raise LocalProtocolError(f"--serve-port {resolved['serve_port']} is the relay's own port")
     return resolved
 
 
@@ -132,6 +212,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=f"{setting.help} [{env}]")
         elif setting.name == "trust":
             parser.add_argument(flag, action="append", metavar="NODE_ID", help=f"{setting.help} [{env}]")
+        elif setting.name == "serve":
+            parser.add_argument(flag, action="append", metavar="DOC_ID", help=f"{setting.help} [{env}]")
         else:
             parser.add_argument(flag, help=f"{setting.help} (default {setting.default}) [{env}]")
 
@@ -160,8 +242,9 @@ def _configure_logging(log_format: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     flags = {s.name: getattr(args, s.name) for s in SETTINGS}
-    if flags["trust"]:
-        flags["trust"] = list(flags["trust"])
+    for name in ("trust", "serve"):
+        if flags[name]:
+            flags[name] = list(flags[name])
     settings = resolve_settings(flags, os.environ, args.config)
     return anyio.run(_main, settings)
 
@@ -185,18 +268,56 @@ async def _main(settings: dict[str, Any]) -> int:
     verifier = TokenVerifier(settings["trust"]) if settings["trust"] else None
     if config.require_token and verifier is None:
         raise LocalProtocolError("--require-token needs at least one --trust NODE_ID (a token issuer)")
-    identity = Identity.load_or_create(settings["identity"]) if settings["identity"] else Identity.generate()
-    async with serve_relay(settings["listen"], identity=identity, config=config, verifier=verifier) as relay:
-        host, port = relay.address
-        # One line a supervisor or a test can read: where the relay is, and who it is.
-        print(f"relay {format_node_id(relay.node_id)} listening on udp {host}:{port}", flush=True)
-        if settings["metrics"] is not None:
-            async with serve_relay_metrics(relay, *settings["metrics"]) as metrics:
-                print(f"metrics on http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
-                await _wait_for_stop()
+    async with contextlib.AsyncExitStack() as stack:
+        host = await _open_host(stack, settings)
+        if host is not None:
+            identity = host.node.identity
+        elif settings["identity"]:
+            identity = Identity.load_or_create(settings["identity"])
         else:
-            await _wait_for_stop()
+            identity = Identity.generate()
+        relay = await stack.enter_async_context(
+            serve_relay(settings["listen"], identity=identity, config=config, verifier=verifier, host=host)
+        )
+        where, port = relay.address
+        # One line a supervisor or a test can read: where the relay is, and who it is.
+        print(f"relay {format_node_id(relay.node_id)} listening on udp {where}:{port}", flush=True)
+        if host is not None:
+            served_host, served_port = host.address
+            print(
+                f"persistence peer serving {len(host.node.documents)} document(s) on udp"
+                f" {served_host}:{served_port} (data {settings['data_dir']})",
+                flush=True,
+            )
+        if settings["metrics"] is not None:
+            metrics = await stack.enter_async_context(serve_relay_metrics(relay, *settings["metrics"]))
+            print(f"metrics on http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
+        await _wait_for_stop()
     return 0
+
+
+async def _open_host(stack: contextlib.AsyncExitStack, settings: dict[str, Any]) -> DocumentHost | None:
+    """The persistence peer (``--data-dir``), opened before the relay so that every REGISTERED
+    already names it."""
+    if settings["data_dir"] is None:
+        return None
+    from aetherflow_relay._serve import ServeConfig, open_document_host
+
+    serve_config = ServeConfig(
+        allowed=frozenset(settings["serve"]),
+        quota_bytes=settings["quota_bytes"],
+        max_documents=settings["max_documents"],
+    )
+    listen = (settings["listen"][0], settings["serve_port"])
+    try:
+        return await stack.enter_async_context(
+            open_document_host(settings["data_dir"], listen, config=serve_config)
+        )
+    except OSError as exc:
+        raise LocalProtocolError(
+            f"cannot host documents on udp {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+            " (choose another --serve-port)"
+        ) from None
 
 
 async def _wait_for_stop() -> None:
@@ -206,7 +327,7 @@ async def _wait_for_stop() -> None:
 
 
 command = Subcommand(
-    help="run a relay: observed addresses, hole punching, relayed fallback",
+    help="run a relay: observed addresses, hole punching, relayed fallback, hosted documents",
     add_arguments=_add_arguments,
     run=_run,
 )

@@ -23,6 +23,9 @@ Rules (everything that changes a client's state is in this module):
    that both send their probes at the same moment: ``delay = max(rtt_a, rtt_b)/2 - rtt_self/2
    + margin``.
 6. **Every drop is counted** by reason (:class:`RelayStatistics`); nothing raises on bad input.
+7. **Hosting documents** is the persistence peer's (``_serve.py``): the core only passes a
+   registered client's SERVE on (:meth:`RelayCore.serve_requests`) and sends the answer it is
+   given (:meth:`RelayCore.answer_serve`); with no persistence peer it answers NOT_HOSTING itself.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ from aetherflow_node._relay_wire import (
     Register,
     Registered,
     SendFrame,
+    Serve,
+    ServeCode,
+    Served,
     encode_control,
     encode_deliver,
     parse_control_untrusted,
@@ -200,6 +206,16 @@ class _Client:
 
 
 @attrs.frozen(kw_only=True)
+class ServeRequest:
+    """A registered client asks the relay to host a document (its SERVE message)."""
+
+    node_id: bytes
+    """The authenticated node that sent it (where the answer goes)."""
+    ticket: str
+    """The ticket, unread: the persistence peer checks it."""
+
+
+@attrs.frozen(kw_only=True)
 class CloseRequest:
     """The shell should close this client's connection (the reason goes in the close)."""
 
@@ -231,6 +247,9 @@ class RelayCore:
         self._control_out: list[tuple[bytes, bytes]] = []
         self._datagrams_out: list[tuple[bytes, Address]] = []
         self._closes: list[CloseRequest] = []
+        self._serve_requests: list[ServeRequest] = []
+        self.serve_address: Address | None = None
+        """The persistence peer's address, told in REGISTERED (None: this relay hosts no documents)."""
         self._punches: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self._next_punch = 1
         self._registered_count = 0
@@ -352,6 +371,15 @@ class RelayCore:
                 self._on_connect(client, message)
             case PunchResult():
                 self._on_punch_result(client, message)
+            case Serve(ticket=ticket):
+                if self.serve_address is None:
+                    self.answer_serve(
+                        node_id,
+                        Served(document="", code=ServeCode.NOT_HOSTING,
+                               reason="this relay hosts no documents (it runs without --data-dir)"),
+                    )  # fmt: skip
+                else:
+                    self._serve_requests.append(ServeRequest(node_id=node_id, ticket=ticket))
             case _:
                 self._drops["bad_control"] += 1
                 self._refuse(client, RefusalCode.PROTOCOL, f"unexpected {type(message).__name__}")
@@ -386,7 +414,12 @@ class RelayCore:
         self._by_tag[tag] = client
         self._control(
             client,
-            Registered(tag=tag, max_packet_size=self.config.max_packet_size, observed=client.address),
+            Registered(
+                tag=tag,
+                max_packet_size=self.config.max_packet_size,
+                observed=client.address,
+                serve=self.serve_address,
+            ),
         )
 
     def _check_token(self, client: _Client, token: str | None, unix_time: float) -> str | None:
@@ -535,6 +568,17 @@ class RelayCore:
         """Raw datagrams to send, as (bytes, address): DELIVER frames to registered clients."""
         out, self._datagrams_out = self._datagrams_out, []
         return out
+
+    def serve_requests(self) -> list[ServeRequest]:
+        """SERVE requests for the persistence peer, in order."""
+        out, self._serve_requests = self._serve_requests, []
+        return out
+
+    def answer_serve(self, node_id: bytes, answer: Served) -> None:
+        """Send the answer to a SERVE (if the client is still registered)."""
+        client = self._clients.get(node_id)
+        if client is not None and client.state is ClientState.REGISTERED:
+            self._control(client, answer)
 
     def closes(self) -> list[CloseRequest]:
         """Connections the shell should close."""

@@ -13,18 +13,21 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aetherflow_node._relay_wire import Address
-from aetherflow_relay._core import RelayConfig, RelayCore, RelayStatistics
+from aetherflow_relay._core import RelayConfig, RelayCore, RelayStatistics, ServeRequest
 from aetherflow_sdk import quantum
 from aetherflow_sdk._errors import AetherFlowError
 from aetherflow_sdk._identity import Identity, format_node_id
 from aetherflow_sdk.session import TokenVerifier
+
+if TYPE_CHECKING:
+    from aetherflow_relay._serve import DocumentHost
 
 logger = logging.getLogger("aetherflow.relay")
 
@@ -35,9 +38,17 @@ RTT_REFRESH: Final = 1.0  # seconds between reading each connection's smoothed R
 class Relay:
     """A running relay (see :func:`serve_relay`)."""
 
-    def __init__(self, endpoint: quantum.Endpoint, core: RelayCore, task_group: TaskGroup) -> None:
+    def __init__(
+        self,
+        endpoint: quantum.Endpoint,
+        core: RelayCore,
+        task_group: TaskGroup,
+        host: DocumentHost | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.core = core
+        self.host = host
+        """The persistence peer beside the relay (``--data-dir``), or None."""
         self._task_group = task_group
         self._connections: dict[bytes, quantum.Connection] = {}
         self._outboxes: dict[bytes, MemoryObjectSendStream[bytes | None]] = {}
@@ -141,6 +152,12 @@ class Relay:
             self.core.handle_timer(now)
             self._flush()
 
+    async def _serve(self, request: ServeRequest) -> None:
+        assert self.host is not None
+        answer = await self.host.handle(request.ticket)
+        self.core.answer_serve(request.node_id, answer)
+        self._flush()
+
     # ------------------------------------------------------------------ output
 
     def _flush(self) -> None:
@@ -157,6 +174,8 @@ class Relay:
                 connection = self._connections.get(node_id)
                 if connection is not None:
                     connection.abort("the relay's control messages to this node are not being read")
+        for serve in core.serve_requests():
+            self._task_group.start_soon(self._serve, serve)
         for request in core.closes():
             connection = self._connections.get(request.node_id)
             if connection is not None:
@@ -184,14 +203,24 @@ async def serve_relay(
     config: RelayConfig | None = None,
     verifier: TokenVerifier | None = None,
     quantum_config: quantum.QuantumConfig | None = None,
+    host: DocumentHost | None = None,
 ) -> AsyncIterator[Relay]:
-    """Run a relay on UDP ``listen`` until the block ends."""
+    """Run a relay on UDP ``listen`` until the block ends.
+
+    With ``host`` (:func:`~aetherflow_relay._serve.open_document_host`, opened first, with the
+    same identity), the relay is also a persistence peer: REGISTERED tells every node where the
+    host's node listens, and SERVE requests go to it.
+    """
     core = RelayCore(config, verifier=verifier)
+    if host is not None:
+        if identity is None or identity.node_id != host.node.identity.node_id:
+            raise AetherFlowError("the relay and its persistence peer must share one identity")
+        core.serve_address = host.address
     async with (
         quantum.open_endpoint(listen, identity=identity, config=quantum_config) as endpoint,
         anyio.create_task_group() as task_group,
     ):
-        relay = Relay(endpoint, core, task_group)
+        relay = Relay(endpoint, core, task_group, host)
         endpoint.set_raw_handler(relay._on_raw)
         task_group.start_soon(relay._accept_loop)
         task_group.start_soon(relay._event_loop)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from aetherflow_node._document import Document, DocumentStatistics, Presence
     from aetherflow_node._limits import Limits
     from aetherflow_node._node import Node, PeerInfo, open_node
+    from aetherflow_node._relay_client import ServeRefused
     from aetherflow_node._stats import NodeStatistics
     from aetherflow_sdk._identity import Identity, format_node_id, parse_node_id
 
@@ -37,6 +38,7 @@ _WHERE = {
     "NodeStatistics": "aetherflow_node._stats",
     "PeerInfo": "aetherflow_node._node",
     "Presence": "aetherflow_node._document",
+    "ServeRefused": "aetherflow_node._relay_client",
     "default_data_dir": "aetherflow_node._datadir",
     "format_node_id": "aetherflow_sdk._identity",
     "open_node": "aetherflow_node._node",
@@ -53,6 +55,7 @@ __all__ = [
     "NodeStatistics",
     "PeerInfo",
     "Presence",
+    "ServeRefused",
     "default_data_dir",
     "format_node_id",
     "open_node",

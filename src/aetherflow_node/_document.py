@@ -40,6 +40,14 @@ class DocumentStatistics:
     """Writes from read-only peers dropped, this document."""
     bad_messages: int
     """Malformed sync messages dropped, this document."""
+    storage_bytes: int = 0
+    """Bytes the document takes in this node's store: snapshot plus update log."""
+    quota_bytes: int | None = None
+    """The byte quota this node keeps the document to (a persistence peer's), or None."""
+    over_quota: bool = False
+    """True while the document is at or over its quota: remote updates are refused."""
+    quota_refusals: int = 0
+    """Remote updates refused because the document was over its quota."""
 
 
 class Presence:
@@ -94,6 +102,9 @@ class Document:
         self._pending_since = 0.0
         self._unsubscribe = replica.subscribe_updates(self._on_update)
         self.closed = False
+        self.quota_bytes: int | None = None
+        """Refuse remote updates once :meth:`storage_bytes` reaches this (a persistence peer's quota)."""
+        self.quota_refusals = 0
 
     def _on_update(self, update: bytes, origin: object, local: bool) -> None:
         if local and not self.sync.protocol.peers:
@@ -120,6 +131,16 @@ class Document:
     def read_only(self) -> bool:
         return self.record.permission is Permission.READ_ONLY
 
+    def storage_bytes(self) -> int:
+        """Bytes the document takes in the node's store (snapshot plus update log), not counting
+        the updates of the current group commit (durable within ~50 ms)."""
+        return self._node._store.document_bytes(self.doc_id)
+
+    @property
+    def over_quota(self) -> bool:
+        """True when the document has a quota and its stored bytes reached it."""
+        return self.quota_bytes is not None and self.storage_bytes() >= self.quota_bytes
+
     @property
     def text(self) -> str:
         return self.replica.text
@@ -128,6 +149,11 @@ class Document:
         return len(self.replica)
 
     def _check_writable(self) -> None:
+        if self.record.permission is Permission.SERVE:
+            raise LocalProtocolError(
+                f"document {self.name!r} is served here (a serve ticket): this node stores and passes"
+                " on its updates, it does not edit it"
+            )
         if self.read_only:
             raise LocalProtocolError(
                 f"document {self.name!r} is read-only on this node (its ticket grants ro);"
@@ -175,6 +201,10 @@ class Document:
             unflushed_updates=self.replica.statistics().unflushed_updates,
             writes_denied=sync.writes_denied,
             bad_messages=sync.bad_messages,
+            storage_bytes=self.storage_bytes(),
+            quota_bytes=self.quota_bytes,
+            over_quota=self.over_quota,
+            quota_refusals=self.quota_refusals,
         )
 
     def __repr__(self) -> str:

@@ -97,11 +97,19 @@ class Gate:
     """The channel ReplicaSync sees: it enforces the peer's budget and counts its offences."""
 
     def __init__(
-        self, mesh: Mesh, link: Link, inner: Any, *, read_only_peer: bool, read_only_here: bool
+        self,
+        mesh: Mesh,
+        link: Link,
+        inner: Any,
+        *,
+        read_only_peer: bool,
+        read_only_here: bool,
+        document: Document | None = None,
     ) -> None:
         self._mesh = mesh
         self._link = link
         self._inner = inner
+        self._document = document  # its byte quota, if it has one, refuses writes past it
         self._read_only_peer = read_only_peer
         # A read-only holder forwards nothing that writes: its peers would count it as an offence.
         self._read_only_here = read_only_here
@@ -131,6 +139,11 @@ class Gate:
             return False
         if self._read_only_peer and is_write_message(data):
             self._mesh.offence(self._link, "write from a read-only peer")
+            return False
+        if self._document is not None and self._document.over_quota and is_write_message(data):
+            # Not an offence: the peer did nothing wrong, this node is full for the document.
+            self._document.quota_refusals += 1
+            self._mesh.counters["quota_refusals"] += 1
             return False
         return True
 
@@ -238,6 +251,7 @@ class Mesh:
                 "reconnects",
                 "writes_withheld",
                 "document_reopens",
+                "quota_refusals",
             ),
             0,
         )
@@ -572,8 +586,9 @@ class Mesh:
                     session,
                     read_only_peer=permission is Permission.READ_ONLY,
                     read_only_here=document.read_only,
+                    document=document,
                 )
-                await document.sync.serve(gate, can_write=permission is Permission.READ_WRITE)
+                await document.sync.serve(gate, can_write=permission.writes)
             finally:
                 if link.docs.get(doc_id) is entry:
                     del link.docs[doc_id]

@@ -337,12 +337,18 @@ class Node:
         expires_in: float = 7 * 86_400,
         holder: str | None = None,
     ) -> str:
-        """An ``af1…`` ticket for ``user`` (``perm`` ``"rw"`` or ``"ro"``) carrying this node's addresses."""
+        """An ``af1…`` ticket for ``user`` carrying this node's addresses.
+
+        ``perm`` is ``"rw"``, ``"ro"``, or ``"serve"`` (for a persistence peer: it needs ``holder``,
+        the node ID of the relay that is to host the document).
+        """
         self._issued_here(document, "share it")
         try:
             permission = Permission(perm)
         except ValueError:
-            raise LocalProtocolError(f"perm must be 'rw' or 'ro', not {perm!r}") from None
+            raise LocalProtocolError(f"perm must be 'rw', 'ro' or 'serve', not {perm!r}") from None
+        if permission is Permission.SERVE and not holder:
+            raise LocalProtocolError("a serve ticket is for one persistence peer: give holder=ITS_NODE_ID")
         from aetherflow_sdk._identity import parse_node_id
 
         token_id = str(uuid7())
@@ -397,6 +403,15 @@ class Node:
                 for token_id, until, signature in self.catalog.revocations(document.doc_id, time.time()):
                     if self.mesh.apply_revocation(document, token_id, until, signature):
                         await self.mesh.end_revoked(document, token_id, until, signature)
+
+    async def host_on_relay(self, document: Document, *, expires_in: float = 365 * 86_400) -> None:
+        """Have the home relay's persistence peer keep ``document`` for holders that come online
+        while this node is offline: a ``serve`` ticket bound to the relay's node ID, handed over
+        on the relay connection. Raises :class:`~aetherflow_node.ServeRefused` if the relay
+        hosts no documents or will not host this one."""
+        from aetherflow_node._hosting import host_on_relay
+
+        await host_on_relay(self, document, expires_in=expires_in)
 
     # -- peers --------------------------------------------------------------------------------------
 
@@ -602,6 +617,9 @@ async def open_node(
                         node.home_relay = await relay_stack.enter_async_context(
                             open_home_relay(endpoint, home[0], relay_id=home[1])
                         )
+                        from aetherflow_node._hosting import follow_persistence_peer
+
+                        tg.start_soon(follow_persistence_peer, node, node.home_relay)
                     try:
                         yield node
                     finally:

@@ -35,6 +35,9 @@ from aetherflow_node._relay_wire import (
     Refused,
     Register,
     Registered,
+    Serve,
+    ServeCode,
+    Served,
     encode_control,
     encode_probe,
     encode_send,
@@ -49,6 +52,7 @@ logger = logging.getLogger("aetherflow.node.relay")
 PROBE_INTERVAL: Final = 0.02  # seconds between probe rounds at the go
 PROBE_DURATION: Final = 1.5  # seconds of probing before a punch gives up
 PUNCH_TIMEOUT: Final = 5.0  # seconds to wait for the relay's PUNCH after CONNECT
+SERVE_TIMEOUT: Final = 15.0  # seconds to wait for the relay's SERVED (it opens the document first)
 
 
 class RelayRefused(AetherFlowError):
@@ -57,6 +61,18 @@ class RelayRefused(AetherFlowError):
     def __init__(self, message: str, *, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ServeRefused(RelayRefused):
+    """The relay will not host the document (``code`` is a :class:`ServeCode`)."""
+
+
+def _persistence_peer(registration: Registered | None, relay: Address) -> Address | None:
+    if registration is None or registration.serve is None:
+        return None
+    host, port = registration.serve
+    # Bound to every interface: it is on the host the node reached the relay at.
+    return (relay[0], port) if host in ("0.0.0.0", "::") else (host, port)
 
 
 class RelayPath(quantum.Path):
@@ -135,10 +151,34 @@ class RelayClient:
         self._punch_waiters: dict[bytes, anyio.Event] = {}
         self._probes_received = 0
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._serve_lock = anyio.Lock()
+        self._served: Served | None = None
+        self._serve_answered = anyio.Event()
 
     @property
     def relay_address(self) -> Address:
         return self.connection.peer_address
+
+    @property
+    def persistence_peer(self) -> Address | None:
+        """Where the relay hosts documents (its node, with the relay's node ID), or None."""
+        return _persistence_peer(self.registration, self.relay_address)
+
+    async def serve(self, ticket: str) -> None:
+        """Ask the relay to host the ticket's document (SERVE); :class:`ServeRefused` if it will not."""
+        async with self._serve_lock:
+            self._served, self._serve_answered = None, anyio.Event()
+            await self.connection.send(encode_control(Serve(ticket=ticket)))
+            with anyio.fail_after(SERVE_TIMEOUT):
+                await self._serve_answered.wait()
+            answer = self._served
+            if answer is None:
+                raise AetherFlowError("the connection to the relay ended before it answered SERVE")
+            if answer.code is not ServeCode.ACCEPTED:
+                raise ServeRefused(
+                    f"the relay will not host the document ({answer.code.name.lower()}): {answer.reason}",
+                    code=answer.code,
+                )
 
     def relayed_path(self, peer: bytes) -> RelayPath:
         """The path to ``peer`` through this relay (for ``conn.migrate_to_path`` / ``endpoint.add_path``)."""
@@ -172,6 +212,7 @@ class RelayClient:
         except AetherFlowError:
             self._registered.set()
         finally:
+            self._serve_answered.set()
             self.closed.set()
 
     def _on_control(self, message: object) -> None:
@@ -191,6 +232,9 @@ class RelayClient:
                     waiter.set()
                 assert self._task_group is not None
                 self._task_group.start_soon(self._run_punch, state)
+            case Served():
+                self._served = message
+                self._serve_answered.set()
             case Refused():
                 self.refusals.append(message)
                 if self.registration is None:
@@ -334,6 +378,12 @@ class HomeRelay:
     @property
     def observed(self) -> Address | None:
         return self.client.observed if self.client is not None else None
+
+    @property
+    def persistence_peer(self) -> Address | None:
+        """Where the relay hosts documents, while registered with one that does; else None."""
+        client = self.client
+        return client.persistence_peer if client is not None else None
 
     def _tag(self) -> bytes:
         client = self.client

@@ -33,6 +33,8 @@ TAG_SIZE: Final = 8  # the relay's per-registration tag that SEND frames carry
 MAX_CANDIDATES: Final = 8  # addresses one node offers for hole punching
 MAX_TOKEN_SIZE: Final = 4096  # the session layer's MAX_TOKEN_LENGTH
 MAX_REASON_SIZE: Final = 512
+MAX_SERVE_TICKET_SIZE: Final = 8192  # a ticket is under 1 KiB; the session layer caps tokens at 4 KiB
+MAX_DOCUMENT_ID_SIZE: Final = 256
 
 
 class ControlKind(enum.IntEnum):
@@ -41,10 +43,12 @@ class ControlKind(enum.IntEnum):
     REGISTER = 0x01  # node -> relay: token, candidate addresses
     CONNECT = 0x02  # node -> relay: punch to this peer, here are my candidates
     PUNCH_RESULT = 0x03  # node -> relay: how a punch ended (for the relay's counters)
+    SERVE = 0x04  # node -> relay: host this document (a ticket the relay's node can join with)
     REGISTERED = 0x81  # relay -> node: tag, largest packet, observed address
     OBSERVED = 0x82  # relay -> node: the observed address changed
     PUNCH = 0x83  # relay -> node: the peer's candidates and when to send probes
     REFUSED = 0x84  # relay -> node: a request refused (code, subject, reason)
+    SERVED = 0x85  # relay -> node: the answer to SERVE (document, code, reason)
 
 
 class FrameKind(enum.IntEnum):
@@ -64,6 +68,17 @@ class RefusalCode(enum.IntEnum):
     UNKNOWN_PEER = 4  # CONNECT to a node that is not registered here
     RATE_LIMITED = 5  # too many control messages
     PROTOCOL = 6  # a malformed or out-of-order message
+
+
+class ServeCode(enum.IntEnum):
+    """The answer to SERVE (SERVED); stable codes on the wire."""
+
+    ACCEPTED = 0  # the relay's node holds the document now
+    NOT_HOSTING = 1  # this relay hosts no documents (no --data-dir)
+    BAD_TICKET = 2  # not a ticket, or its token does not verify (forged, expired, another holder)
+    NOT_ALLOWED = 3  # neither on the operator's --serve list nor a serve ticket for this relay
+    FULL = 4  # the relay serves its maximum number of documents
+    FAILED = 5  # the relay could not open the document (its storage)
 
 
 # ------------------------------------------------------------------ records
@@ -100,6 +115,25 @@ class Registered:
     """The largest Quantum packet the relay forwards (SEND payload)."""
     observed: Address
     """The node's public address as the relay sees it (what STUN reports)."""
+    serve: Address | None = None
+    """Where the relay's persistence peer (its node, same node ID) listens, if it hosts documents.
+    An unspecified host (``0.0.0.0`` / ``::``) means the host the node reached the relay at.
+    Optional on the wire: absent in a relay that hosts nothing."""
+
+
+@attrs.frozen(kw_only=True)
+class Serve:
+    ticket: str
+    """An ``af1…`` ticket whose token the relay's node may use (see docs/protocol.md)."""
+
+
+@attrs.frozen(kw_only=True)
+class Served:
+    document: str
+    """The ticket's document ID ("" if the ticket did not parse)."""
+    code: ServeCode
+    reason: str
+    """Why not (empty when accepted)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -125,7 +159,9 @@ class Refused:
     reason: str
 
 
-ControlMessage = Register | Connect | PunchResult | Registered | Observed | Punch | Refused
+ControlMessage = (
+    Register | Connect | PunchResult | Serve | Registered | Observed | Punch | Refused | Served
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -211,6 +247,17 @@ def _addresses_untrusted(data: bytes, offset: int) -> tuple[tuple[Address, ...],
     return tuple(found), offset
 
 
+def _text_untrusted(data: bytes, offset: int, limit: int, what: str) -> tuple[str, int]:
+    """A u16 length and that many UTF-8 bytes (at most ``limit``)."""
+    if offset + 2 > len(data):
+        raise BadPacket(f"truncated {what}")
+    (size,) = _U16.unpack_from(data, offset)
+    end = offset + 2 + size
+    if size > limit or end > len(data):
+        raise BadPacket(f"{what} of {size} bytes does not fit")
+    return data[offset + 2 : end].decode("utf-8"), end
+
+
 def _check_node_id(node_id: bytes) -> None:
     if len(node_id) != NODE_ID_SIZE:
         raise LocalProtocolError(f"a node ID is {NODE_ID_SIZE} bytes, got {len(node_id)}")
@@ -232,11 +279,25 @@ def encode_control(message: ControlMessage) -> bytes:
             return bytes([ControlKind.CONNECT]) + peer + _encode_addresses(candidates)
         case PunchResult(punch_id=punch_id, direct=direct):
             return _PUNCH_RESULT.pack(ControlKind.PUNCH_RESULT, punch_id, int(direct))
-        case Registered(tag=tag, max_packet_size=size, observed=observed):
+        case Registered(tag=tag, max_packet_size=size, observed=observed, serve=serve):
             if len(tag) != TAG_SIZE:
                 raise LocalProtocolError(f"a relay tag is {TAG_SIZE} bytes, got {len(tag)}")
             return (
-                bytes([ControlKind.REGISTERED]) + _REGISTERED_HEAD.pack(tag, size) + encode_address(observed)
+                bytes([ControlKind.REGISTERED])
+                + _REGISTERED_HEAD.pack(tag, size)
+                + encode_address(observed)
+                + (encode_address(serve) if serve is not None else b"")
+            )
+        case Serve(ticket=ticket):
+            raw = ticket.encode("ascii")
+            if len(raw) > MAX_SERVE_TICKET_SIZE:
+                raise LocalProtocolError(f"a SERVE ticket is at most {MAX_SERVE_TICKET_SIZE} bytes")
+            return bytes([ControlKind.SERVE]) + _U16.pack(len(raw)) + raw
+        case Served(document=document, code=code, reason=reason):
+            doc = document.encode("utf-8")[:MAX_DOCUMENT_ID_SIZE]
+            text = reason.encode("utf-8")[:MAX_REASON_SIZE]
+            return (
+                bytes([ControlKind.SERVED, code]) + _U16.pack(len(doc)) + doc + _U16.pack(len(text)) + text
             )
         case Observed(observed=observed):
             return bytes([ControlKind.OBSERVED]) + encode_address(observed)
@@ -296,7 +357,20 @@ def _parse_control(data: bytes) -> ControlMessage:
             raise BadPacket("truncated REGISTERED")
         tag, size = _REGISTERED_HEAD.unpack_from(data, 1)
         observed, end = _address_untrusted(data, 1 + _REGISTERED_HEAD.size)
-        message = Registered(tag=tag, max_packet_size=size, observed=observed)
+        serve = None
+        if end < len(data):  # the optional persistence peer's address
+            serve, end = _address_untrusted(data, end)
+        message = Registered(tag=tag, max_packet_size=size, observed=observed, serve=serve)
+    elif kind == ControlKind.SERVE:
+        text, end = _text_untrusted(data, 1, MAX_SERVE_TICKET_SIZE, "SERVE ticket")
+        message = Serve(ticket=text)
+    elif kind == ControlKind.SERVED:
+        if len(data) < 2:
+            raise BadPacket("truncated SERVED")
+        serve_code = ServeCode(data[1])
+        document, end = _text_untrusted(data, 2, MAX_DOCUMENT_ID_SIZE, "SERVED document")
+        reason, end = _text_untrusted(data, end, MAX_REASON_SIZE, "SERVED reason")
+        message = Served(document=document, code=serve_code, reason=reason)
     elif kind == ControlKind.OBSERVED:
         observed, end = _address_untrusted(data, 1)
         message = Observed(observed=observed)

@@ -73,7 +73,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user", required=True, metavar="NAME", help="who the ticket is for (the token's sub)"
     )
-    parser.add_argument("--perm", required=True, choices=["rw", "ro"], help="read-write or read-only")
+    parser.add_argument(
+        "--perm",
+        required=True,
+        choices=["rw", "ro", "serve"],
+        help="read-write, read-only, or serve (a persistence peer's: needs --holder RELAY_NODE_ID)",
+    )
     parser.add_argument("--expires", default="7d", metavar="DURATION", help="lifetime: 30m, 12h, 7d, 2w (7d)")
     parser.add_argument(
         "--address",
@@ -142,6 +147,8 @@ def _run(args: argparse.Namespace) -> int:
     direct = tuple(parse_address(a) for a in args.address)
     relays = tuple(f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in map(parse_address, args.relay))
     holder = parse_node_id(args.holder) if args.holder else None
+    if args.perm == "serve" and holder is None:
+        raise LocalProtocolError("--perm serve is for one persistence peer: give --holder RELAY_NODE_ID")
     data_dir: Path = args.data_dir or default_data_dir()
     identity = load_identity(data_dir)
     catalog = _open_catalog(data_dir)

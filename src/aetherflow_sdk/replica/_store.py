@@ -238,6 +238,16 @@ class SqliteStore:
                 total += candidate.stat().st_size
         return total
 
+    def document_bytes(self, doc_id: str) -> int:
+        """Stored bytes of ``doc_id``: its snapshot (compressed as stored) plus its update log.
+
+        Compaction (:meth:`wants_compaction`) folds the log into the snapshot once the log outgrows
+        ``max(compact_min_bytes, snapshot)`` or ``compact_max_rows``, so this stays under about
+        twice the snapshot plus ``compact_min_bytes``.
+        """
+        counters = self._counters.get(doc_id, _Counters())
+        return counters.snapshot_bytes + counters.log_bytes
+
     def snapshot_size(self, doc_id: str) -> int:
         """Stored size of ``doc_id``'s snapshot (0 if it has none yet)."""
         return self._counters.get(doc_id, _Counters()).snapshot_bytes

@@ -197,7 +197,7 @@ def decode_server_message_untrusted(data: bytes) -> ServerMessage:
         try:
             permission = Permission(_get(fields, "perm", str))
         except ValueError:
-            raise BadPacket("handshake field 'perm' must be 'rw' or 'ro'") from None
+            raise BadPacket("handshake field 'perm' must be 'rw', 'ro' or 'serve'") from None
         return SessionAccept(
             session_id=uuid.UUID(bytes=_bytes(fields, "sid", 16)),
             user=_text(fields, "user", MAX_TEXT_CLAIM),

@@ -18,6 +18,14 @@ class Permission(enum.StrEnum):
     """Read the document and send edits."""
     READ_ONLY = "ro"
     """Read the document and receive edits; any write it sends is dropped."""
+    SERVE = "serve"
+    """A persistence peer (a relay hosting the document): it stores every update and passes it
+    on, so it syncs as ``rw`` does, but it is never a human editor (its node makes no edits)."""
+
+    @property
+    def writes(self) -> bool:
+        """True if updates from a holder with this permission are accepted (``rw`` and ``serve``)."""
+        return self is not Permission.READ_ONLY
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -8,7 +8,7 @@ Claims (docs/sessions.md explains each):
 =======  ==========================================================
 ``sub``  the user name
 ``doc``  the document ID, or ``*`` for every document of the issuer
-``perm`` ``rw`` or ``ro``
+``perm`` ``rw``, ``ro`` or ``serve``
 ``iss``  the issuer's node ID, text form (52 base32 characters)
 ``exp``  expiry, Unix seconds (RFC 7519 §4.1.4)
 ``iat``  issue time, Unix seconds (RFC 7519 §4.1.6)
@@ -282,7 +282,7 @@ class TokenVerifier:
         try:
             permission = Permission(str(payload.get("perm")))
         except ValueError:
-            raise _fail(AuthReason.MALFORMED, "token claim 'perm' must be 'rw' or 'ro'") from None
+            raise _fail(AuthReason.MALFORMED, "token claim 'perm' must be 'rw', 'ro' or 'serve'") from None
         expires_at = _time_claim(payload, "exp")
         issued_at = _time_claim(payload, "iat")
         token_id = _text_claim(payload, "jti")
