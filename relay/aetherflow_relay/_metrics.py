@@ -139,6 +139,10 @@ async def serve_relay_metrics(
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(lambda: on_loop(relay.statistics)))
+    if relay.host is not None:  # the persistence peer's documents and storage
+        from aetherflow_relay._serve import ServeCollector
+
+        registry.register(ServeCollector(lambda: on_loop(relay.host.statistics)))  # type: ignore[union-attr]
     try:
         server = _Server((host, port), registry, health)
     except OSError as exc:

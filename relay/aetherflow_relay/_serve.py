@@ -23,13 +23,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
 import anyio
 import attrs
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from aetherflow_node import Node, open_node
 from aetherflow_node._relay_wire import Address, ServeCode, Served
@@ -98,9 +100,7 @@ class HostStatistics:
     served: tuple[ServedDocument, ...]
 
 
-def check_serve_ticket(
-    text: str, *, relay_id: bytes, allowed: Iterable[str], now: float
-) -> Ticket | Served:
+def check_serve_ticket(text: str, *, relay_id: bytes, allowed: Iterable[str], now: float) -> Ticket | Served:
     """The ticket if this relay's node may host its document with it (rule 2), else the refusal."""
     try:
         ticket = Ticket.parse(text)
@@ -227,6 +227,51 @@ class DocumentHost:
             serve_refused=self._refused,
             served=tuple(served),
         )
+
+
+class ServeCollector(Collector):
+    """:class:`HostStatistics` as Prometheus metrics (``aetherflow_relay_*`` beside the relay's).
+
+    Per-document series carry the document ID as a label; ``max_documents`` bounds them.
+    """
+
+    def __init__(self, statistics: Callable[[], HostStatistics]) -> None:
+        self._statistics = statistics
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._statistics()
+        yield GaugeMetricFamily("aetherflow_relay_documents_served", "Documents the persistence peer hosts",
+                                value=s.documents)  # fmt: skip
+        yield GaugeMetricFamily("aetherflow_relay_storage_bytes", "Stored bytes of the hosted documents",
+                                value=s.storage_bytes)  # fmt: skip
+        if s.quota_bytes is not None:
+            yield GaugeMetricFamily("aetherflow_relay_quota_bytes", "Byte quota per hosted document",
+                                    value=s.quota_bytes)  # fmt: skip
+        yield CounterMetricFamily("aetherflow_relay_quota_refusals", "Remote updates refused over quota",
+                                  value=s.quota_refusals)  # fmt: skip
+        label = ["document"]
+        per_doc = GaugeMetricFamily(
+            "aetherflow_relay_document_storage_bytes", "Stored bytes of one hosted document", labels=label
+        )
+        over = GaugeMetricFamily(
+            "aetherflow_relay_document_over_quota", "1 while a hosted document is at its quota", labels=label
+        )
+        refused = CounterMetricFamily(
+            "aetherflow_relay_document_quota_refusals", "Updates refused over quota", labels=label
+        )
+        for document in s.served:
+            per_doc.add_metric([document.doc_id], document.storage_bytes)
+            over.add_metric([document.doc_id], int(document.over_quota))
+            refused.add_metric([document.doc_id], document.quota_refusals)
+        yield per_doc
+        yield over
+        yield refused
+        requests = CounterMetricFamily("aetherflow_relay_serve_requests", "SERVE requests by result",
+                                       labels=["result"])  # fmt: skip
+        requests.add_metric(["accepted"], s.serve_accepted)
+        for code, count in sorted(s.serve_refused.items()):
+            requests.add_metric([code.lower()], count)
+        yield requests
 
 
 @contextlib.asynccontextmanager

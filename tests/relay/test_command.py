@@ -12,6 +12,19 @@ from aetherflow_relay._command import resolve_settings
 from aetherflow_sdk._errors import LocalProtocolError
 
 AETHERFLOW = str(Path(sys.executable).with_name("aetherflow"))
+DOC = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+
+
+def test_the_persistence_peer_settings(tmp_path: Path) -> None:
+    toml = tmp_path / "relay.toml"
+    toml.write_text(f'[relay]\nserve = ["{DOC}"]\nquota_bytes = "1MiB"\nmax_documents = 5\n')
+    got = resolve_settings({"data_dir": str(tmp_path / "d"), "listen": "127.0.0.1:4000"}, {}, toml)
+    assert got["serve"] == (DOC,) and got["quota_bytes"] == 1024**2 and got["max_documents"] == 5
+    assert got["serve_port"] == 4001  # the relay's port + 1
+    got = resolve_settings({"data_dir": "d", "quota_bytes": "65536", "serve_port": "0"}, {}, None)
+    assert got["quota_bytes"] == 65536 and got["serve_port"] == 0
+    got = resolve_settings({}, {}, None)
+    assert got["data_dir"] is None and got["quota_bytes"] == 64 * 1024**2
 
 
 def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path) -> None:
@@ -38,6 +51,12 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path) -> None
         ({}, {}, "colour = 'blue'\n", "unknown setting"),
         ({}, {}, "not toml at all [", "not valid TOML"),
         ({}, {"AETHERFLOW_RELAY_REQUIRE_TOKEN": "perhaps"}, None, "true or false"),
+        ({"data_dir": "d", "serve": ["notes"]}, {}, None, "--serve: expected a document ID"),
+        ({"data_dir": "d"}, {"AETHERFLOW_RELAY_QUOTA_BYTES": "0"}, None, "QUOTA_BYTES: a quota must be > 0"),
+        ({"data_dir": "d"}, {}, "quota_bytes = 'lots'\n", "quota_bytes in"),
+        ({"serve": [DOC]}, {}, None, "--serve needs --data-dir"),
+        ({"data_dir": "d", "identity": "other.key"}, {}, None, "share the key"),
+        ({"data_dir": "d", "listen": "127.0.0.1:4000", "serve_port": "4000"}, {}, None, "relay's own port"),
     ],
 )
 def test_a_bad_setting_names_where_it_came_from(tmp_path: Path, flags, env, toml, message) -> None:
@@ -55,6 +74,8 @@ def test_a_bad_setting_names_where_it_came_from(tmp_path: Path, flags, env, toml
         ["--max-clients", "many"],
         ["--require-token"],
         ["--listen", "127.0.0.1:1", "--config", "/nonexistent.toml"],
+        ["--data-dir", "/nonexistent/relay", "--serve", "af1notadocumentid"],
+        ["--data-dir", "/nonexistent/relay", "--quota-bytes", "0"],
     ],
 )
 def test_user_mistakes_end_in_one_line_and_status_2(argv: list[str]) -> None:

@@ -26,10 +26,14 @@ from ..node._helpers import loopback, wait_until
 
 
 @contextlib.asynccontextmanager
-async def hosting_relay(data_dir: Path, config: ServeConfig | None = None) -> AsyncIterator[tuple[Relay, DocumentHost, str]]:
-    async with open_document_host(data_dir, ("127.0.0.1", 0), config=config) as host:
-        async with serve_relay(("127.0.0.1", 0), identity=host.node.identity, host=host) as relay:
-            yield relay, host, f"{format_node_id(relay.node_id)}@127.0.0.1:{relay.address[1]}"
+async def hosting_relay(
+    data_dir: Path, config: ServeConfig | None = None
+) -> AsyncIterator[tuple[Relay, DocumentHost, str]]:
+    async with (
+        open_document_host(data_dir, ("127.0.0.1", 0), config=config) as host,
+        serve_relay(("127.0.0.1", 0), identity=host.node.identity, host=host) as relay,
+    ):
+        yield relay, host, f"{format_node_id(relay.node_id)}@127.0.0.1:{relay.address[1]}"
 
 
 def served_text(host: DocumentHost, doc_id: str) -> str:
@@ -45,7 +49,7 @@ async def registered(node: Node) -> None:
 async def test_a_document_hosted_on_the_relay_reaches_a_joiner_while_its_creator_is_offline(
     tmp_path: Path,
 ) -> None:
-    async with hosting_relay(tmp_path / "relay") as (relay, host, where):
+    async with hosting_relay(tmp_path / "relay") as (_, host, where):
         async with open_node(data_dir=tmp_path / "a", name="alice", relay=where, **loopback()) as alice:  # type: ignore[arg-type]
             await registered(alice)
             doc = await alice.open_document("notes")
@@ -68,3 +72,146 @@ async def test_a_document_hosted_on_the_relay_reaches_a_joiner_while_its_creator
                              alice, host.node)  # fmt: skip
         stats = host.statistics()
         assert stats.documents == 1 and stats.serve_accepted == 1 and stats.storage_bytes > 0
+
+
+# ------------------------------------------------------------------ which tickets a relay takes
+
+RELAY = Identity.generate()
+ALICE = Identity.generate()
+DOC = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+NOW = 1_800_000_000.0
+
+
+def _ticket(perm: str = "serve", *, holder: bytes | None = RELAY.node_id, now: float = NOW,
+            expires_in: float = 3600, issuer: Identity = ALICE) -> str:  # fmt: skip
+    return share_ticket(
+        issuer, document=DOC, user="relay", permission=perm, expires_in=expires_in, now=now,
+        direct=(("127.0.0.1", 9),), holder=holder,
+    ).encode()  # fmt: skip
+
+
+def _forged() -> str:
+    """Alice's rw ticket for bob with its token's claims rewritten to serve for the relay."""
+    import base64
+    import json
+
+    ticket = Ticket.parse(_ticket("rw", holder=None))
+    head, body, signature = ticket.token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims.update(perm="serve", nid=format_node_id(RELAY.node_id))
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    import attrs
+
+    return attrs.evolve(ticket, token=f"{head}.{body}.{signature}").encode()
+
+
+@pytest.mark.parametrize(
+    ("text", "allowed", "code", "why"),
+    [
+        (_ticket(), (), None, "a serve ticket for this relay"),
+        (_ticket("rw", holder=None), (DOC,), None, "an allowed document with an rw ticket"),
+        (_ticket("rw", holder=None), (), ServeCode.NOT_ALLOWED, "rw, not allowed"),
+        (_ticket("ro", holder=None), (DOC,), ServeCode.NOT_ALLOWED, "read-only cannot pass updates on"),
+        (_ticket("serve", holder=None), (), ServeCode.BAD_TICKET, "serve, bound to nobody"),
+        (_ticket(holder=ALICE.node_id), (DOC,), ServeCode.BAD_TICKET, "for another holder"),
+        (_ticket(now=NOW - 7200), (), ServeCode.BAD_TICKET, "expired"),
+        (_forged(), (), ServeCode.BAD_TICKET, "forged (claims rewritten, signature kept)"),
+        (_ticket(issuer=RELAY), (), ServeCode.BAD_TICKET, "issued by the relay itself"),
+        ("af1notaticket", (), ServeCode.BAD_TICKET, "not a ticket"),
+    ],
+)
+def test_which_tickets_a_relay_serves(
+    text: str, allowed: tuple[str, ...], code: ServeCode | None, why: str
+) -> None:
+    got = check_serve_ticket(text, relay_id=RELAY.node_id, allowed=allowed, now=NOW)
+    if code is None:
+        assert isinstance(got, Ticket) and got.document == DOC, why
+    else:
+        assert not isinstance(got, Ticket) and got.code is code, (why, got)
+        assert got.reason, why
+
+
+async def test_serve_refusals_over_the_wire(tmp_path: Path) -> None:
+    async with (
+        hosting_relay(tmp_path / "relay") as (relay, host, where),
+        open_node(data_dir=tmp_path / "a", name="alice", relay=where, **loopback()) as alice,  # type: ignore[arg-type]
+    ):
+        await registered(alice)
+        assert alice.home_relay is not None and alice.home_relay.client is not None
+        doc = await alice.open_document("notes")
+        someone = format_node_id(Identity.generate().node_id)
+        for ticket, match in (
+            (alice.share(doc, user="x", perm="serve", holder=someone), "wrong_holder"),
+            (
+                share_ticket(
+                    alice.identity,
+                    document=doc.doc_id,
+                    user="x",
+                    permission="serve",
+                    expires_in=3600,
+                    now=time.time() - 7200,
+                    holder=relay.node_id,
+                ).encode(),
+                "expired",
+            ),
+            (alice.share(doc, user="x", perm="rw"), "not on this relay's --serve list"),
+        ):
+            with pytest.raises(ServeRefused, match=match) as refused:
+                await alice.home_relay.client.serve(ticket)
+            assert refused.value.code in (ServeCode.BAD_TICKET, ServeCode.NOT_ALLOWED)
+        assert host.node.documents == ()  # nothing was opened
+        stats = host.statistics()
+        assert stats.serve_refused["BAD_TICKET"] == 2 and stats.serve_refused["NOT_ALLOWED"] == 1
+        assert relay.statistics().drops["bad_control"] == 0
+    # A relay without --data-dir says so, in REGISTERED (no persistence peer) and to a SERVE.
+    async with serve_relay(("127.0.0.1", 0)) as plain:
+        where = f"{format_node_id(plain.node_id)}@127.0.0.1:{plain.address[1]}"
+        async with open_node(data_dir=tmp_path / "a", name="alice", relay=where, **loopback()) as alice:  # type: ignore[arg-type]
+            await registered(alice)
+            assert alice.home_relay is not None and alice.home_relay.persistence_peer is None
+            doc = await alice.open_document("notes")
+            with pytest.raises(ServeRefused, match="hosts no documents") as refused:
+                await alice.host_on_relay(doc)
+            assert refused.value.code is ServeCode.NOT_HOSTING
+            assert alice.home_relay.client is not None
+            with pytest.raises(ServeRefused, match="not_hosting"):
+                await alice.home_relay.client.serve(alice.share(doc, user="x", perm="rw"))
+
+
+async def test_a_document_over_its_quota_is_refused_updates_and_another_is_not(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(7)
+    big_text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(3000))
+    async with (
+        hosting_relay(tmp_path / "relay", ServeConfig(quota_bytes=2048)) as (_, host, where),
+        open_node(data_dir=tmp_path / "a", name="alice", relay=where, **loopback()) as alice,  # type: ignore[arg-type]
+    ):
+        await registered(alice)
+        big, small = await alice.open_document("big"), await alice.open_document("small")
+        await alice.host_on_relay(big)
+        await alice.host_on_relay(small)
+        big.insert(0, big_text)  # one update, over the quota once stored
+        small.insert(0, "a")
+        await wait_until(
+            lambda: served_text(host, big.doc_id) == big_text, 10, "big is served", alice, host.node
+        )
+        served_big = next(d for d in host.node.documents if d.doc_id == big.doc_id)
+        await served_big.flush()
+        assert served_big.statistics().over_quota and served_big.statistics().storage_bytes >= 2048
+        links_before = host.node.statistics().connections_closed
+        big.insert(0, "refused ")
+        small.insert(1, "bc")
+        await wait_until(lambda: served_text(host, small.doc_id) == "abc", 10, "small still syncs",
+                         alice, host.node)  # fmt: skip
+        await wait_until(lambda: host.statistics().quota_refusals >= 1, 10, "refusal counted",
+                         alice, host.node)  # fmt: skip
+        assert served_text(host, big.doc_id) == big_text  # the refused update is not applied
+        stats = host.statistics()
+        by_id = {d.doc_id: d for d in stats.served}
+        assert by_id[big.doc_id].over_quota and by_id[big.doc_id].quota_refusals >= 1
+        assert not by_id[small.doc_id].over_quota and by_id[small.doc_id].quota_refusals == 0
+        # Not an offence: alice's link lives on.
+        assert host.node.mesh.counters["offences"] == 0
+        assert host.node.statistics().connections_closed == links_before
+        assert big.statistics().peers == 1
