@@ -35,7 +35,9 @@ async def wait_for(condition: Callable[[], bool], node: Node, document: Document
 
 
 async def main(data: str, relay: str, command: str, *args: str) -> None:
-    async with open_node(data_dir=data, name=command, relay=relay, listen=("127.0.0.1", 0), discovery=False) as node:
+    async with open_node(
+        data_dir=data, name=command, relay=relay, listen=("127.0.0.1", 0), discovery=False
+    ) as node:
         try:
             with anyio.fail_after(TIMEOUT):
                 if command == "create":
@@ -51,7 +53,10 @@ async def main(data: str, relay: str, command: str, *args: str) -> None:
                         node,
                         document,
                     )
-                    print(json.dumps({"doc_id": document.doc_id, "ticket": document.share(user="bob")}), flush=True)
+                    print(
+                        json.dumps({"doc_id": document.doc_id, "ticket": document.share(user="bob")}),
+                        flush=True,
+                    )
                 else:
                     target, expect, *prepend = args
                     document = await node.open_document(target)
