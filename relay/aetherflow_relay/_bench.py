@@ -13,11 +13,8 @@ registered client (RSS after registration minus RSS before, over the clients).
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import os
-import random
-import struct
 import subprocess
 import sys
 import time
@@ -27,7 +24,6 @@ from typing import Any
 from aetherflow_node._cli import Subcommand
 
 GOAL_P99_MS = 5.0
-_STAMP = struct.Struct("!dI")
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,10 +57,11 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 def _run(args: argparse.Namespace) -> int:
     if args.client:
-        import anyio
+        from aetherflow_relay._bench_peers import run_peer_process
 
         host, port, relay_id, count = args.client
-        anyio.run(_client_main, (host, int(port)), bytes.fromhex(relay_id), int(count), args)
+        run_peer_process((host, int(port)), bytes.fromhex(relay_id), int(count), rate=args.rate,
+                         size=args.size, duration=args.duration, seed=args.seed)  # fmt: skip
         return 0
     if args.peers < 2 or args.processes < 1 or args.peers % (2 * args.processes):
         raise SystemExit("aetherflow bench relay: --peers must be a positive multiple of 2 x --processes")
@@ -85,10 +82,10 @@ def _run(args: argparse.Namespace) -> int:
         rss_before = _proc_rss(relay.pid)
         per = args.peers // args.processes
         started = time.monotonic()
-        for _ in range(args.processes):
+        for n in range(args.processes):
             clients.append(subprocess.Popen(
                 [exe, "bench", "relay", "--client", host, port, relay_id, str(per), "--rate", str(args.rate),
-                 "--size", str(args.size), "--duration", str(args.duration), "--seed", str(args.seed)],
+                 "--size", str(args.size), "--duration", str(args.duration), "--seed", str(args.seed + n)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             ))  # fmt: skip
         for client in clients:
@@ -129,6 +126,8 @@ def _run(args: argparse.Namespace) -> int:
         "goal_p99_ms": GOAL_P99_MS,
         "relay_cpu_percent": 100.0 * cpu / window,
         "relay_cpu_us_per_packet": 1e6 * cpu / max(len(latencies), 1),
+        "clients_cpu_percent": 100.0 * sum(r["cpu_s"] for r in reports) / window,
+        "clients_closed": sum(r["closed"] for r in reports),
         "relay_rss_bytes_per_client": (rss_after - rss_before) / args.peers,
         "relay_rss_mb": rss_after / 2**20,
         "registration_s": registered_in,
@@ -143,82 +142,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{'frames sent / lost':<28}{sent:>10} / {result['lost']}")
     print(f"{'relay CPU':<28}{result['relay_cpu_percent']:>10.1f} % of one core "
           f"({result['relay_cpu_us_per_packet']:.1f} us per packet)")  # fmt: skip
+    print(f"{'client processes CPU':<28}{result['clients_cpu_percent']:>10.1f} % of one core")
     print(f"{'relay memory per client':<28}{result['relay_rss_bytes_per_client'] / 1024:>10.1f} KiB "
           f"(RSS {result['relay_rss_mb']:.1f} MiB)")  # fmt: skip
     print(f"{'registration of all peers':<28}{registered_in:>10.1f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
-
-
-async def _client_main(relay: tuple[str, int], relay_id: bytes, count: int, args: argparse.Namespace) -> None:
-    import contextlib
-
-    import anyio
-    import anyio.to_thread
-
-    from aetherflow_node._relay_client import open_relay_client
-    from aetherflow_node._relay_wire import DELIVER_OVERHEAD, FrameKind, encode_send
-    from aetherflow_sdk import quantum
-
-    latencies: list[float] = []
-    measuring = [False]
-
-    def on_raw(data: bytes, address: tuple[str, int]) -> None:
-        if data and data[0] == FrameKind.DELIVER and measuring[0]:
-            stamp, _ = _STAMP.unpack_from(data, DELIVER_OVERHEAD)
-            latencies.append((time.monotonic() - stamp) * 1000)
-
-    nodes: list[tuple[quantum.Endpoint, Any]] = []
-    stop = anyio.Event()
-    limit = anyio.CapacityLimiter(32)  # registrations in flight at once
-
-    async def node() -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            async with limit:
-                endpoint = await stack.enter_async_context(quantum.open_endpoint(("127.0.0.1", 0)))
-                client = await stack.enter_async_context(
-                    open_relay_client(endpoint, relay, relay_id=relay_id, timeout=60)
-                )
-            endpoint.set_raw_handler(on_raw)  # measurement takes over the raw handler (no punching here)
-            nodes.append((endpoint, client))
-            await stop.wait()
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(count):
-            tg.start_soon(node)
-        while len(nodes) < count:
-            await anyio.sleep(0.05)
-        print("ready", flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.readline)
-        rng = random.Random(args.seed)
-        interval = 1.0 / args.rate
-        start = time.monotonic()
-        end = start + args.duration
-        # One schedule for every node: (when, index); each node sends to its neighbour.
-        schedule = [(start + rng.random() * interval, i) for i in range(count)]
-        heapq.heapify(schedule)
-        padding = bytes(max(args.size - _STAMP.size, 0))
-        sent = 0
-        measuring[0] = True
-        while schedule:
-            when, i = heapq.heappop(schedule)
-            if when >= end:
-                break
-            delay = when - time.monotonic()
-            if delay > 0:
-                await anyio.sleep(delay)
-            endpoint, client = nodes[i]
-            partner = nodes[i ^ 1][0].node_id
-            assert client.registration is not None
-            payload = _STAMP.pack(time.monotonic(), sent) + padding
-            endpoint.send_raw(encode_send(client.registration.tag, partner, payload), client.relay_address)
-            sent += 1
-            heapq.heappush(schedule, (when + interval, i))
-        await anyio.sleep(0.5)  # the last frames in flight
-        measuring[0] = False
-        print(json.dumps({"sent": sent, "latencies_ms": [round(x, 4) for x in latencies]}), flush=True)
-        stop.set()
 
 
 command = Subcommand(
