@@ -13,6 +13,7 @@ then it waits for ``go``, sends for the window and answers with one JSON line.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
@@ -27,8 +28,8 @@ from typing import Any
 from aetherflow_node._relay_wire import (
     DELIVER_OVERHEAD,
     FrameKind,
-    Registered,
     Register,
+    Registered,
     encode_control,
     encode_send,
     parse_control_untrusted,
@@ -89,14 +90,17 @@ class PeerProcess:
             stamp, _ = STAMP.unpack_from(data, DELIVER_OVERHEAD)
             self.latencies.append((time.monotonic() - stamp) * 1000)
 
+    @staticmethod
+    def _send(peer: _Peer, now: float) -> None:
+        for data, address in peer.core.datagrams_to_send(now):
+            # An error is a datagram lost; the protocol's timers recover.
+            with contextlib.suppress(OSError):
+                peer.sock.sendto(data, address)
+
     def _flush(self, index: int, now: float) -> None:
         peer = self.peers[index]
         core = peer.core
-        for data, address in core.datagrams_to_send(now):
-            try:
-                peer.sock.sendto(data, address)
-            except OSError:
-                pass  # lost like a dropped datagram; the protocol's timers recover
+        self._send(peer, now)
         for connection in core.take_changed():
             while connection.next_event() is not None:
                 pass
@@ -109,11 +113,7 @@ class PeerProcess:
                     peer.tag = control.tag
             if connection.has_window_update():
                 core.mark_dirty(connection)
-                for data, address in core.datagrams_to_send(now):
-                    try:
-                        peer.sock.sendto(data, address)
-                    except OSError:
-                        pass
+                self._send(peer, now)
             if connection.is_closed and connection is peer.connection:
                 self.closed += 1
         timer = core.get_timer()
@@ -166,7 +166,7 @@ class PeerProcess:
             if registered == self.count:
                 return
             if self.closed:
-                raise SystemExit(f"{self.closed} simulated peers lost their relay connection while registering")
+                raise SystemExit(f"{self.closed} simulated peers lost their relay connection registering")
             if time.monotonic() > give_up:
                 raise SystemExit(f"only {registered} of {self.count} simulated peers registered in time")
             while len(self.peers) < self.count and len(self.peers) - registered < HANDSHAKES_IN_FLIGHT:

@@ -1,0 +1,43 @@
+"""``aetherflow bench relay``: each scenario runs in small form and writes sane JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aetherflow_node._cli import main
+
+AETHERFLOW = str(Path(sys.executable).with_name("aetherflow"))
+
+
+def test_forwarding_runs_and_counts_every_frame(tmp_path: Path) -> None:
+    out = tmp_path / "relay.json"
+    argv = [AETHERFLOW, "bench", "relay", "--peers", "4,6", "--processes", "2", "--duration", "1"]
+    result = subprocess.run(
+        [*argv, "--json", str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["scenario"] == "forwarding"
+    assert [run["peers"] for run in report["runs"]] == [4, 6]
+    for run in report["runs"]:
+        assert run["processes"] == 2 and run["clients_closed"] == 0
+        assert run["sent"] > 0 and run["received"] + run["lost"] == run["sent"]
+        # What arrived went through the relay, and the relay counted it (and any drop it made).
+        assert 0 < run["received"] <= run["relay_forwarded"] <= run["sent"]
+        assert run["relay_forwarded"] + sum(run["relay_drops"].values()) <= run["sent"]
+        latency = run["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+        assert run["relay_cpu_us_per_packet"] > 0 and run["relay_rss_mb"] > 0
+    assert "p99 ms" in result.stdout and len(result.stdout.splitlines()) == 5  # title, header, 2 rows, goal
+
+
+@pytest.mark.parametrize("peers", ["3", "2,x", "", "0"])
+def test_bad_peer_counts_are_one_line_and_status_2(peers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "relay", "--peers", peers]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--peers" in err
