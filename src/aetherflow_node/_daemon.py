@@ -57,6 +57,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--join", action="extend", nargs="+", default=[], metavar="TICKET", help="tickets to join"
     )
+    parser.add_argument(
+        "--host-on-relay",
+        action="store_true",
+        help="have the --relay's persistence peer keep the --serve documents (a serve ticket for it)",
+    )
     parser.add_argument("--no-discovery", action="store_true", help="no mDNS on the LAN")
     parser.add_argument(
         "--interface",
@@ -86,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     from aetherflow_sdk.session import Ticket
 
     listen = parse_listen(args.listen)
+    if args.host_on_relay and (args.relay is None or not args.serve):
+        raise LocalProtocolError("--host-on-relay needs --relay and the documents to host (--serve DOC)")
     peers = [_address(p) for p in args.peer]
     tickets = [Ticket.parse(t) for t in args.join]  # a bad ticket is refused before anything starts
     metrics = None
@@ -129,6 +136,9 @@ async def _serve(
                     f"serving {document.name!r} ({document.doc_id}); share it: aetherflow share "
                     f"{document.name} --data {node.data_dir} --user NAME --perm rw"
                 )
+                if args.host_on_relay:
+                    await node.host_on_relay(document)
+                    _say(f"hosted {document.name!r} on the relay's persistence peer")
             for ticket in tickets:
                 document = await node.open_document(ticket)
                 mode = "read-only" if document.read_only else "read-write"

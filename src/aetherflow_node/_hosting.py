@@ -35,6 +35,8 @@ async def follow_persistence_peer(node: Node, home: HomeRelay) -> None:
     """Keep a link to the home relay's persistence peer whenever the relay names one."""
     while True:
         client = await home.wait_registered()
+        while not node.documents:  # nothing it could hold for us yet: no link
+            await node._documents_changed.wait()
         peer = client.persistence_peer
         if peer is not None:
             node.mesh.want(peer, client.connection.peer_id, persistent=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aetherflow_node._relay_wire import (
     Connect,
@@ -24,7 +27,7 @@ from aetherflow_node._relay_wire import (
 )
 from aetherflow_relay import TRANSITIONS, ClientState, RelayConfig, RelayCore
 from aetherflow_relay._core import InvalidRelayTransition, Trigger
-from aetherflow_sdk._errors import LocalProtocolError
+from aetherflow_sdk._errors import BadPacket, LocalProtocolError
 from aetherflow_sdk._identity import Identity
 from aetherflow_sdk.session import TokenVerifier, issue_token
 
@@ -313,3 +316,59 @@ def test_the_state_table_refuses_what_it_does_not_list() -> None:
 def test_frames_parse_back() -> None:
     assert parse_frame_untrusted(encode_probe(9, A)).punch_id == 9
     assert parse_frame_untrusted(encode_deliver(A, b"p")).source == A
+
+
+def test_serve_messages_parse_back_and_registered_names_the_persistence_peer() -> None:
+    from aetherflow_node._relay_wire import Serve, ServeCode, Served
+
+    for message in (
+        Serve(ticket="af1" + "a" * 500),
+        Served(document="0190-doc", code=ServeCode.NOT_ALLOWED, reason="not on the --serve list"),
+        Served(document="", code=ServeCode.ACCEPTED, reason=""),
+        Registered(tag=b"t" * 8, max_packet_size=1400, observed=ADDR_A, serve=("0.0.0.0", 3341)),
+        Registered(tag=b"t" * 8, max_packet_size=1400, observed=ADDR_A),  # a relay that hosts nothing
+    ):
+        assert parse_control_untrusted(encode_control(message)) == message
+    with pytest.raises(BadPacket):  # a cut-off optional address is not read as absent
+        parse_control_untrusted(
+            encode_control(Registered(tag=b"t" * 8, max_packet_size=1, observed=ADDR_A, serve=ADDR_B))[:-1]
+        )
+    core = RelayCore(rng=random.Random(15))
+    core.serve_address = ("0.0.0.0", 3341)
+    reply = _register(core, A, ADDR_A)
+    assert isinstance(reply, Registered) and reply.serve == ("0.0.0.0", 3341)
+
+
+def test_serve_goes_to_the_persistence_peer_or_is_answered_not_hosting() -> None:
+    from aetherflow_node._relay_wire import Serve, ServeCode, Served
+
+    core = RelayCore(rng=random.Random(16))
+    _register(core, A, ADDR_A)
+    core.receive_control(A, encode_control(Serve(ticket="af1x")), 0.0, unix_time=UNIX)
+    (answer,) = [parse_control_untrusted(d) for _, d in core.control_to_send()]
+    assert isinstance(answer, Served) and answer.code is ServeCode.NOT_HOSTING
+    assert core.serve_requests() == []
+    core.serve_address = ("127.0.0.1", 3341)
+    core.receive_control(A, encode_control(Serve(ticket="af1y")), 0.0, unix_time=UNIX)
+    (request,) = core.serve_requests()
+    assert request.node_id == A and request.ticket == "af1y" and core.control_to_send() == []
+    core.answer_serve(A, Served(document="d", code=ServeCode.ACCEPTED, reason=""))
+    assert [parse_control_untrusted(d) for _, d in core.control_to_send()] == [
+        Served(document="d", code=ServeCode.ACCEPTED, reason="")
+    ]
+    # Before REGISTER a SERVE is refused like any other request; after a disconnect the answer is dropped.
+    core.connected(B, ADDR_B, 0.0)
+    core.receive_control(B, encode_control(Serve(ticket="af1z")), 0.0, unix_time=UNIX)
+    assert core.serve_requests() == []
+    core.control_to_send()
+    core.disconnected(A)
+    core.answer_serve(A, Served(document="d", code=ServeCode.ACCEPTED, reason=""))
+    assert core.control_to_send() == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=80))
+def test_any_bytes_parse_as_a_control_message_or_raise_bad_packet(data: bytes) -> None:
+    for prefix in (b"", b"\x04", b"\x85", b"\x81"):
+        with contextlib.suppress(BadPacket):
+            parse_control_untrusted(prefix + data)

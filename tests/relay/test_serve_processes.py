@@ -62,15 +62,30 @@ def test_a_joiner_catches_up_from_the_relay_while_the_creator_is_offline(tmp_pat
     finally:
         relay.terminate()
         relay.wait(timeout=30)
-    # The relay reopens what it served after a restart.
+    # The relay reopens what it served after a restart, and `aetherflow node --host-on-relay`
+    # hands it a document (the one it holds already: accepted again).
     again = subprocess.Popen(
         [AETHERFLOW, "relay", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "relay")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
         assert again.stdout is not None
-        again.stdout.readline()
+        first = again.stdout.readline()
         assert again.stdout.readline().startswith("persistence peer serving 1 document(s)")
+        where = f"{first.split()[1]}@{first.split()[-1]}"
+        node = subprocess.Popen(
+            [AETHERFLOW, "node", "--data", str(tmp_path / "a"), "--listen", "127.0.0.1:0", "--no-discovery",
+             "--relay", where, "--serve", created["doc_id"], "--host-on-relay"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert node.stdout is not None
+            lines = [node.stdout.readline() for _ in range(3)]  # listening, serving, hosted
+            assert lines[2].startswith("hosted 'notes' on the relay's persistence peer"), (
+                lines, node.stderr.read() if node.poll() is not None else "")  # fmt: skip
+        finally:
+            node.terminate()
+            node.wait(timeout=30)
     finally:
         again.terminate()
         again.wait(timeout=30)

@@ -79,3 +79,21 @@ def test_user_mistakes_are_one_clear_line(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1
     bad_perm = _share("doc", "--user", "u", "--perm", "admin", "--data-dir", str(tmp_path))
     assert bad_perm.returncode == 2 and "Traceback" not in bad_perm.stderr
+    unbound = _share("doc", "--user", "u", "--perm", "serve", "--data-dir", str(tmp_path), "--address", "h:1")
+    assert unbound.returncode == 2 and "--perm serve is for one persistence peer" in unbound.stderr
+
+
+def test_a_serve_ticket_is_bound_to_its_persistence_peer(tmp_path: Path) -> None:
+    from aetherflow_sdk._identity import format_node_id
+
+    relay = Identity.generate()
+    result = _share(
+        "doc", "--user", "relay", "--perm", "serve", "--holder", format_node_id(relay.node_id),
+        "--address", "127.0.0.1:4433", "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ticket = Ticket.parse(result.stdout)
+    claims = TokenVerifier([ticket.issuer]).verify(
+        ticket.token, document="doc", now=time.time(), holder=relay.node_id
+    )
+    assert claims.permission.value == "serve" and claims.holder == relay.node_id
