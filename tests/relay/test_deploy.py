@@ -3,6 +3,7 @@ manifests against the API schemas with kubernetes-validate (no container runtime
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,25 @@ def test_a_broken_manifest_is_refused() -> None:
     document["spec"]["replicas"] = "two"  # type: ignore[index]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_persistence_peers_settings_resolve_and_their_ports_are_exposed() -> None:
+    from aetherflow_relay._command import ENV_PREFIX, resolve_settings
+
+    documents = _documents("persistence.yaml")
+    stateful = next(d for d in documents if d["kind"] == "StatefulSet")
+    (container,) = stateful["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    # The image's ENV first (the Dockerfile's), then the pod's, which overrides it.
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    image_env = re.findall(r"(AETHERFLOW_RELAY_\w+)=(\S+)", dockerfile)
+    assert image_env
+    env = {**dict(image_env), **{e["name"]: e["value"] for e in container["env"]}}
+    assert all(name.startswith(ENV_PREFIX) for name in env)
+    settings = resolve_settings({}, env, None)  # every value parses (a bad one raises)
+    assert settings["data_dir"] is not None
+    mount = container["volumeMounts"][0]["mountPath"]
+    assert str(settings["data_dir"]).startswith(mount)  # the documents live on the volume
+    serve_port = settings["serve_port"]
+    assert {"containerPort": serve_port, "name": "serve", "protocol": "UDP"} in container["ports"]
+    for service in (d for d in documents if d["kind"] == "Service"):
+        assert serve_port in [p["port"] for p in service["spec"]["ports"]]  # type: ignore[index]
