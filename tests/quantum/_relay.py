@@ -7,6 +7,7 @@ real UDP on loopback. Nodes register with a REGISTER frame (or directly, in memo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -42,6 +43,10 @@ class RelayPath(Path):
     @property
     def max_datagram_size(self) -> int:
         return self._mtu
+
+    @property
+    def peer_id(self) -> bytes:
+        return self._peer_id
 
     def wrap(self, packet: bytes) -> bytes:
         return bytes((RELAY_MAGIC, TO_PEER, 0, 0)) + self._peer_id + bytes(24) + packet
@@ -96,6 +101,17 @@ class InMemoryRelay:
 
     def handle_timer(self, now: float) -> None:
         pass
+
+
+def relay_path_for(relay: Address, relay_mtu: int) -> Callable[[bytes], RelayPath | None]:
+    """An ``accept_paths`` factory: a path back to the sender of each frame from the relay."""
+
+    def path_for(datagram: bytes) -> RelayPath | None:
+        if len(datagram) <= RELAY_FRAME or datagram[0] != RELAY_MAGIC or datagram[1] != FROM_PEER:
+            return None
+        return RelayPath(relay, datagram[4:36], relay_mtu)
+
+    return path_for
 
 
 def register_frame(node_id: bytes) -> bytes:

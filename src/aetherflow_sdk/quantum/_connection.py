@@ -145,6 +145,7 @@ class QuantumConnection(PacketOutput, PathControl):
         rng: random.Random | None = None,
         random_bytes: Callable[[int], bytes] | None = None,
         channel_filter: ChannelFilter | None = None,
+        path: Path | None = None,
     ) -> None:
         self.config = config
         # Unpredictable bytes (path-challenge tokens); seeded in virtual-network runs to replay.
@@ -168,7 +169,7 @@ class QuantumConnection(PacketOutput, PathControl):
         self._peer_cid = b""
         self._send_protection: PacketProtection | None = None
         self._receive_protection: PacketProtection | None = None
-        self._init_paths(peer_address)  # the active path: direct, to the address we were given
+        self._init_paths(peer_address, path)  # the active path: ``path``, or direct to the address
 
         # Handshake.
         self._client_hs: ClientHandshake | None = None
@@ -671,8 +672,8 @@ class QuantumConnection(PacketOutput, PathControl):
             return
         if self.state in HANDSHAKING and now >= self._created + self.config.handshake_timeout:
             self._timeout(
-                f"the peer at {self.peer_address[0]}:{self.peer_address[1]} did not complete the handshake "
-                f"within {self.config.handshake_timeout:g} s; is a node listening there?"
+                f"{self._where()} did not complete the handshake within "
+                f"{self.config.handshake_timeout:g} s; is a node listening there?"
             )
             return
         if self._handshake_timer is not None and now >= self._handshake_timer:

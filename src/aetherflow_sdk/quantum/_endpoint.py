@@ -173,7 +173,32 @@ class Endpoint:
         except OSError as exc:
             raise LocalProtocolError(f"cannot resolve {host!r}: {exc}") from None
         target = _normalize(resolved[0][4])
-        core_connection = self._core.connect(target, anyio.current_time(), peer_id=peer_id)
+        return await self._handshake(self._core.connect(target, anyio.current_time(), peer_id=peer_id))
+
+    async def connect_path(self, path: Path, *, peer_id: bytes | None = None) -> Connection:
+        """Open a connection whose first path is ``path`` (e.g. a relay's) and wait for the handshake.
+
+        Every packet, the handshake's included, goes through ``path``; the connection may
+        :meth:`Connection.migrate` to a direct path later. ``peer_id`` is required (and must
+        agree with ``path.peer_id``): the handshake fails with HandshakeFailed if the node that
+        answers through the path proves another identity. LocalProtocolError for a missing
+        ``peer_id`` or a path too small for the handshake; ConnectionTimeout if nobody answers.
+        """
+        self._check_open()
+        return await self._handshake(self._core.connect_path(path, anyio.current_time(), peer_id=peer_id))
+
+    def accept_paths(self, address: tuple[str, int], path_for: Callable[[bytes], Path | None] | None) -> None:
+        """Let connections arrive through framed paths from ``address`` (e.g. a relay's).
+
+        A datagram from ``address`` that no registered path takes is offered to
+        ``path_for(datagram) -> Path | None`` (a plain function: it runs in the receive loop);
+        the path it returns carries the connection that datagram's INITIAL opens. Such a
+        connection comes out of :meth:`accept` as usual, its ``path`` is that path, and a client
+        whose proven node ID is not ``path.peer_id`` is refused. ``path_for=None`` stops.
+        """
+        self._core.accept_paths(address, path_for)
+
+    async def _handshake(self, core_connection: QuantumConnection) -> Connection:
         connection = self._wrap(core_connection)
         self._after_app_action(core_connection)  # sends INITIAL and wakes the task for its timers
         while not core_connection.is_established:

@@ -15,11 +15,13 @@ endpoint and every other connection carry on.
 Raw datagrams share the socket (the first-byte rule, docs/protocol.md section 1): one whose
 first byte is 0x40 or above is not Quantum. If a framed path (a relay's) was registered for
 its source address and unwraps it, the packet inside is routed like any other, through that
-path; else it goes to the raw handler. ``send_raw`` sends one: without limit to a *validated*
-address (the proven active path of a live connection here: a peer, or the relay a path goes
-through; an index kept in step with the connections' paths answers that in O(1)); to any other
-address at most ``RAW_UNSOLICITED_ALLOWANCE`` bytes plus 3x what that address sent us (RFC 9000
-§8.1's factor).
+path (an INITIAL too: a handshake may run through a relay, see :meth:`EndpointCore.connect_path`);
+else a factory set with :meth:`EndpointCore.accept_paths` for that address may offer a new path
+for it (a relay's path back to the sender); else it goes to the raw handler. ``send_raw``
+sends one: without limit to a *validated* address (the proven active path of a live connection
+here: a peer, or the relay a path goes through; an index kept in step with the connections'
+paths answers that in O(1)); to any other address at most ``RAW_UNSOLICITED_ALLOWANCE`` bytes
+plus 3x what that address sent us (RFC 9000 §8.1's factor).
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ from aetherflow_sdk.quantum._crypto import check_cookie, make_cookie
 from aetherflow_sdk.quantum._handshake import InitialMessage, build_retry, parse_initial_untrusted
 from aetherflow_sdk.quantum._paths import AMPLIFICATION_FACTOR, Path
 from aetherflow_sdk.quantum._stats import EndpointStatistics
-from aetherflow_sdk.quantum._wire import RAW_FIRST_BYTE, CloseCode, Header, PacketType, parse_header_untrusted
+from aetherflow_sdk.quantum._wire import (
+    MIN_INITIAL_SIZE,
+    RAW_FIRST_BYTE,
+    CloseCode,
+    Header,
+    PacketType,
+    parse_header_untrusted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ MAX_RAW_ADDRESSES: Final = 4096  # unvalidated addresses whose raw byte counts a
 MAX_RAW_SIZE: Final = 65_507  # the largest UDP payload over IPv4
 
 RawHandler = Callable[[bytes, Address], None]
+PathFactory = Callable[[bytes], "Path | None"]
 
 
 CID_LENGTH: Final = 16  # a connection ID is 16 bytes (docs/protocol.md)
@@ -159,7 +169,12 @@ class EndpointCore:
         # step by _reindex after every input, timer, output, migration and close.
         self._validated: dict[Address, dict[bytes, QuantumConnection]] = {}
         self._validated_at: dict[bytes, Address] = {}
-        self._paths_of: dict[bytes, list[Path]] = {}  # connection ID -> framed paths it migrated to
+        self._paths_of: dict[bytes, list[Path]] = {}  # connection ID -> framed paths it uses
+        self._path_users: dict[int, int] = {}  # id(path) -> how many connections list it there
+        self._path_factories: dict[Address, PathFactory] = {}  # accept_paths: address -> path_for
+        self._pinned_by_path: dict[bytes, bytes] = {}  # server CID -> the node ID its path leads to
+        self._framed_dropped = 0
+        self._peer_id_mismatches = 0
         self._raw_received = 0
         self._raw_sent = 0
         self._raw_dropped = 0
@@ -185,6 +200,68 @@ class EndpointCore:
         self._dirty.add(cid)
         self._reindex(connection)
         return connection
+
+    def connect_path(self, path: Path, now: float, *, peer_id: bytes | None = None) -> QuantumConnection:
+        """Start a client connection whose first path is ``path`` (e.g. a relay's to the peer).
+
+        Every packet, the handshake's included, goes through ``path`` (wrapped by it), sized to
+        its limit; its datagrams are received through it until the connection is forgotten.
+        ``peer_id`` is required, and must agree with ``path.peer_id`` when the path knows it: a
+        connection through a middlebox pins the node it means to reach.
+        """
+        if not isinstance(path, Path):
+            raise LocalProtocolError(f"connect_path takes a quantum.Path, got {type(path).__name__}")
+        pinned = check_peer_id(peer_id)
+        if pinned is None:
+            raise LocalProtocolError(
+                "connect_path needs peer_id: a connection through a framed path pins the node it "
+                "leads to (anyone could answer through a relay)"
+            )
+        if path.peer_id is not None and path.peer_id != pinned:
+            raise LocalProtocolError(
+                f"peer_id {pinned.hex()[:16]}... is not the node {path!r} leads to "
+                f"({path.peer_id.hex()[:16]}...)"
+            )
+        if path.is_direct:
+            return self.connect(path.address, now, peer_id=pinned)
+        address = check_address(path.address)
+        limit = self.config.max_datagram_size
+        if path.max_datagram_size is not None:
+            limit = min(limit, path.max_datagram_size)
+        if limit - path.overhead < MIN_INITIAL_SIZE:
+            raise LocalProtocolError(
+                f"{path!r} carries Quantum packets of at most {limit - path.overhead} bytes; the "
+                f"handshake needs {MIN_INITIAL_SIZE}"
+            )
+        connection = self._new_connection(address, now, pinned_peer_id=pinned, path=path)
+        cid = connection.local_cid
+        self.connections[cid] = connection
+        self._attach_path(cid, path)
+        self._dirty.add(cid)
+        self._reindex(connection)
+        return connection
+
+    def accept_paths(self, address: Address, path_for: PathFactory | None) -> None:
+        """Let new connections arrive through paths from ``address`` (e.g. a relay's).
+
+        A raw datagram from ``address`` that no registered path unwraps is offered to
+        ``path_for(datagram)``; if it returns a path that unwraps it, the packet inside is
+        routed through that path: an INITIAL is answered as a direct one is (its RETRY cookie
+        sent through the path), and a connection it opens keeps the path as its active one. A
+        path that opens (or reaches) no connection is not kept. After the handshake, a client
+        whose proven node ID is not ``path.peer_id`` (when set) is refused. ``path_for`` must
+        not block and may return None (then the raw handler gets the datagram). None stops.
+        """
+        address = check_address(address)
+        if path_for is None:
+            self._path_factories.pop(address, None)
+            return
+        if not callable(path_for) or inspect.iscoroutinefunction(path_for):
+            raise LocalProtocolError(
+                "path_for must be a plain function (it is called per datagram and must not "
+                f"block), got {path_for!r}"
+            )
+        self._path_factories[address] = path_for
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> QuantumConnection | None:
         """Route one datagram. Returns the connection it reached, if any. Never raises."""
@@ -213,32 +290,28 @@ class EndpointCore:
         except Exception as exc:  # one connection's bug must not stop the endpoint
             self._on_fault(connection, exc, now)
             return connection
-        self._after_input(connection)
+        self._after_input(connection, now)
         return connection
 
     def _receive_raw(self, data: bytes, address: Address, now: float) -> QuantumConnection | None:
         for path in self._framed_paths.get(address, ()):
+            unwrapped = _unwrap(path, data)
+            if unwrapped is not None:
+                return self._receive_framed(*unwrapped, address, now, path, kept=True)
+        path_for = self._path_factories.get(address)
+        if path_for is not None:
             try:
-                packet = path.unwrap_untrusted(data)
-                header = parse_header_untrusted(packet)
-            except BadPacket:
-                continue
-            except Exception:  # a Path subclass broke its contract: not our datagram, then
-                logger.exception("%r.unwrap_untrusted raised something other than BadPacket", path)
-                continue
-            connection = self.connections.get(header.destination_cid)
-            if connection is None:
-                self._unknown += 1  # a handshake never runs through a framed path
+                offered = path_for(data)
+            except Exception:  # the application's bug must not stop the endpoint
+                logger.exception("path_for raised; the datagram from %s is dropped", address)
+                self._framed_dropped += 1
                 return None
-            self._framed_received += 1
-            self._changed[connection.local_cid] = connection
-            try:
-                connection.receive_datagram(packet, address, now, header, via=path)
-            except Exception as exc:  # one connection's bug must not stop the endpoint
-                self._on_fault(connection, exc, now)
-                return connection
-            self._after_input(connection)
-            return connection
+            if offered is not None:
+                unwrapped = _unwrap(offered, data) if isinstance(offered, Path) else None
+                if unwrapped is None:
+                    self._framed_dropped += 1  # a path that does not take its own datagram
+                    return None
+                return self._receive_framed(*unwrapped, address, now, offered, kept=False)
         budget = self._raw_budget.get(address)
         if budget is None:
             budget = self._raw_budget[address] = [0, 0]
@@ -258,6 +331,34 @@ class EndpointCore:
             self._raw_dropped += 1
             logger.exception("the raw datagram handler raised; the datagram from %s is dropped", address)
         return None
+
+    def _receive_framed(
+        self, packet: bytes, header: Header, address: Address, now: float, path: Path, *, kept: bool
+    ) -> QuantumConnection | None:
+        """A Quantum packet that came through ``path`` (``kept``: a registered one)."""
+        connection = self.connections.get(header.destination_cid)
+        if connection is None and header.packet_type is PacketType.INITIAL:
+            connection = self._by_client_cid.get(header.destination_cid)
+            if connection is None:
+                self._framed_received += 1
+                self._on_new_initial(packet, header, address, now, path)
+                return None
+        if connection is None:
+            self._unknown += 1
+            self._framed_dropped += 1
+            return None
+        self._framed_received += 1
+        cid = connection.local_cid
+        self._changed[cid] = connection
+        try:
+            connection.receive_datagram(packet, address, now, header, via=path)
+        except Exception as exc:  # one connection's bug must not stop the endpoint
+            self._on_fault(connection, exc, now)
+            return connection
+        if not kept and connection.knows_path(path):  # authenticated: the peer came through it
+            self._attach_path(cid, path)
+        self._after_input(connection, now)
+        return connection
 
     # ------------------------------------------------------------------ raw datagrams and paths
 
@@ -356,38 +457,44 @@ class EndpointCore:
             path = check_address(path)
         elif not path.is_direct:
             connection.migrate(path, now)
-            self.add_path(path)
-            self._paths_of.setdefault(connection.local_cid, []).append(path)
+            self._attach_path(connection.local_cid, path)
             self._dirty.add(connection.local_cid)
             return
         connection.migrate(path, now)
         self._dirty.add(connection.local_cid)
 
     def _on_new_initial(
-        self, data: bytes, header: Header, address: Address, now: float
+        self, data: bytes, header: Header, address: Address, now: float, path: Path | None = None
     ) -> QuantumConnection | None:
+        """A client's INITIAL (through ``path`` if framed): RETRY, or a new server connection."""
         try:
             initial = parse_initial_untrusted(data, header)
         except BadPacket:
             self._bad += 1
+            if path is not None:
+                self._framed_dropped += 1
             return None
         if not self.accept_connections or len(self.connections) >= self._max_connections:
             self._refused += 1
             return None
+        # Through a framed path the cookie proves the path: the relay's address and the node behind it.
+        binding = initial.binding if path is None else initial.binding + (path.peer_id or b"")
         if not initial.cookie:
-            self._send_stateless(
-                build_retry(
-                    initial.client_cid, make_cookie(self._cookie_secret, address, initial.binding, now)
-                ),
-                address,
-            )
+            retry = build_retry(initial.client_cid, make_cookie(self._cookie_secret, address, binding, now))
+            if path is not None:
+                try:
+                    retry = path.wrap(retry)
+                except Exception:  # a Path subclass's bug: no answer, then
+                    logger.exception("%r.wrap raised; the RETRY to %s is dropped", path, address)
+                    return None
+            self._send_stateless(retry, address)
             self._retries += 1
             return None
-        if not check_cookie(self._cookie_secret, initial.cookie, address, initial.binding, now):
+        if not check_cookie(self._cookie_secret, initial.cookie, address, binding, now):
             self._invalid_cookies += 1
             return None
         try:
-            connection = self._new_connection(address, now, initial=initial)
+            connection = self._new_connection(address, now, initial=initial, path=path)
         except BadPacket:  # e.g. a low-order ephemeral key
             self._bad += 1
             return None
@@ -401,7 +508,11 @@ class EndpointCore:
         self._client_cid_of[cid] = initial.client_cid
         self._awaiting_accept.add(cid)
         self._accepted_total += 1
-        self._reindex(connection)  # the cookie proved the client's address
+        if path is not None:
+            self._attach_path(cid, path)
+            if path.peer_id is not None:
+                self._pinned_by_path[cid] = path.peer_id
+        self._reindex(connection)  # the cookie proved the client's address (or path)
         # The INITIAL itself is consumed by the handshake object; do not feed it again.
         self._dirty.add(cid)
         return None
@@ -413,6 +524,7 @@ class EndpointCore:
         *,
         pinned_peer_id: bytes | None = None,
         initial: InitialMessage | None = None,
+        path: Path | None = None,
     ) -> QuantumConnection:
         """A client connection (``initial`` None) or a server one; raises BadPacket only."""
         cid = self._cid_factory()
@@ -428,6 +540,7 @@ class EndpointCore:
             rng=rng,
             random_bytes=None if rng is None else rng.randbytes,
             channel_filter=self._filter_channel,
+            path=path,
         )
 
     def _filter_channel(self, peer_id: bytes, name: bytes) -> bool:
@@ -440,13 +553,34 @@ class EndpointCore:
         if len(self._stateless_out) < MAX_STATELESS_QUEUE:
             self._stateless_out.append((packet, address))
 
-    def _after_input(self, connection: QuantumConnection) -> None:
+    def _after_input(self, connection: QuantumConnection, now: float) -> None:
         cid = connection.local_cid
         self._dirty.add(cid)
-        self._reindex(connection)
         if cid in self._awaiting_accept and connection.is_established:
             self._awaiting_accept.discard(cid)
-            self.accepted.append(connection)
+            expected = self._pinned_by_path.pop(cid, None)
+            if expected is not None and connection.peer_id != expected:
+                self._refuse_forged(connection, expected, now)
+            else:
+                self.accepted.append(connection)
+        self._reindex(connection)
+
+    def _refuse_forged(self, connection: QuantumConnection, expected: bytes, now: float) -> None:
+        """The client proved another node ID than the one its path leads to: close, count."""
+        self._peer_id_mismatches += 1
+        proven = (connection.peer_id or b"").hex()[:16]
+        reason = (
+            f"refused: the handshake proved node {proven}..., but {connection.path!r} leads to "
+            f"node {expected.hex()[:16]}..."
+        )
+        logger.warning("Quantum connection %s %s", connection.local_cid.hex(), reason)
+        connection.abort(now, error_code=CloseCode.PROTOCOL_VIOLATION, reason=reason)
+
+    def _attach_path(self, cid: bytes, path: Path) -> None:
+        """Receive through ``path`` for the connection ``cid`` until it is forgotten."""
+        self.add_path(path)
+        self._paths_of.setdefault(cid, []).append(path)
+        self._path_users[id(path)] = self._path_users.get(id(path), 0) + 1
 
     def mark_dirty(self, connection: QuantumConnection) -> None:
         """The application queued something on ``connection``: it has output to build."""
@@ -488,7 +622,7 @@ class EndpointCore:
                     self._changed[cid] = connection
                     connection.handle_timer(now)
                     self._dirty.add(cid)
-                    self._after_input(connection)
+                    self._after_input(connection, now)
             except Exception as exc:
                 self._on_fault(connection, exc, now)
             self._schedule(connection, now)
@@ -600,8 +734,13 @@ class EndpointCore:
         self._timer_at.pop(connection.local_cid, None)  # its heap entries are skipped from now on
         self._dirty.discard(connection.local_cid)
         self._awaiting_accept.discard(connection.local_cid)
+        self._pinned_by_path.pop(connection.local_cid, None)
         for path in self._paths_of.pop(connection.local_cid, ()):
-            self.remove_path(path)
+            users = self._path_users.pop(id(path), 1) - 1
+            if users > 0:  # another connection still goes through it
+                self._path_users[id(path)] = users
+            else:
+                self.remove_path(path)
         client_cid = self._client_cid_of.pop(connection.local_cid, None)
         if client_cid is not None:
             self._by_client_cid.pop(client_cid, None)
@@ -633,4 +772,18 @@ class EndpointCore:
             raw_datagrams_dropped=self._raw_dropped,
             raw_datagrams_refused=self._raw_refused,
             framed_datagrams_received=self._framed_received,
+            framed_datagrams_dropped=self._framed_dropped,
+            peer_id_mismatches=self._peer_id_mismatches,
         )
+
+
+def _unwrap(path: Path, datagram: bytes) -> tuple[bytes, Header] | None:
+    """The Quantum packet ``path`` finds in ``datagram``, and its header; None if none."""
+    try:
+        packet = path.unwrap_untrusted(datagram)
+        return packet, parse_header_untrusted(packet)
+    except BadPacket:
+        return None
+    except Exception:  # a Path subclass broke its contract: not our datagram, then
+        logger.exception("%r.unwrap_untrusted raised something other than BadPacket", path)
+        return None

@@ -203,9 +203,9 @@ class PacketOutput:
         active = self._path
         address = active.address
         wrap = None if active.direct else active.path.wrap
-        if self._handshake_out:
+        if self._handshake_out:  # (wrapped too: a handshake may run through a framed path)
             for handshake_packet in self._handshake_out:
-                out.append((handshake_packet, address))
+                out.append((handshake_packet if wrap is None else wrap(handshake_packet), address))
                 self._count_sent(len(handshake_packet), now)
             self._handshake_out.clear()
         if self._send_protection is None or self.state is ConnectionState.DRAINING:

@@ -109,6 +109,12 @@ class Path(abc.ABC):
         """True for a path that sends Quantum packets as they are."""
         return False
 
+    @property
+    def peer_id(self) -> bytes | None:
+        """The node this path leads to, if the path knows it (a relay's path does; it is pinned:
+        a connection made or accepted through the path must prove this node ID)."""
+        return None
+
     def wrap(self, packet: bytes) -> bytes:
         """The datagram that carries ``packet`` on this path."""
         return packet
@@ -244,6 +250,15 @@ class PathControl:
         """The active path."""
         return self._path.path
 
+    def _where(self) -> str:
+        """The peer, as an error message names it: its address, or the node through a relay."""
+        path = self._path.path
+        host, port = path.address
+        if path.is_direct:
+            return f"the peer at {host}:{port}"
+        peer = "the peer" if path.peer_id is None else f"node {path.peer_id.hex()[:16]}"
+        return f"{peer} through {type(path).__name__} at {host}:{port}"
+
     @property
     def path_validated(self) -> bool:
         """The active path answered a PATH_CHALLENGE (or needed none)."""
@@ -253,6 +268,10 @@ class PathControl:
     def max_packet_size(self) -> int:
         """The largest Quantum packet on the active path (framing excluded)."""
         return self._path.packet_size
+
+    def knows_path(self, path: Path) -> bool:
+        """``path`` is the active path or a candidate (an authenticated packet came through it)."""
+        return self._state_for(path.address, None if path.is_direct else path) is not None
 
     @property
     def migration_target(self) -> Path | None:
@@ -296,8 +315,10 @@ class PathControl:
 
     # ------------------------------------------------------------------ state
 
-    def _init_paths(self, address: Address) -> None:
-        self._path = PathState(path=DirectPath(address), validated=True)
+    def _init_paths(self, address: Address, path: Path | None) -> None:
+        """The first active path: ``path`` (framed: a relay's), else direct to ``address``. It
+        counts as validated: the client chose it, the server's RETRY cookie proved it."""
+        self._path = PathState(path=path or DirectPath(address), validated=True)
         self._path.packet_size = self._packet_size_of(self._path.path)
         self._candidates = []
         self._migration_target = None

@@ -153,6 +153,12 @@ class EndpointStatistics:
     """``send_raw`` calls refused by the anti-amplification limit of an unvalidated address."""
     framed_datagrams_received: int = 0
     """Datagrams that a framed path (e.g. a relay's) unwrapped into a Quantum packet."""
+    framed_datagrams_dropped: int = 0
+    """Datagrams a framed path took that led nowhere: a malformed packet inside, no such
+    connection and not an INITIAL, or a path (from ``accept_paths``) that would not unwrap them."""
+    peer_id_mismatches: int = 0
+    """Connections refused after their handshake through a path that leads to another node
+    than the one the client proved to be (``Path.peer_id``)."""
 
 
 @attrs.define(slots=True)
