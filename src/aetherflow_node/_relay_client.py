@@ -3,9 +3,12 @@
 :class:`RelayClient` runs over the node's own Quantum endpoint: a Quantum connection to the
 relay carries the control messages, and raw datagrams on the same socket carry PROBE frames
 (hole punching). :class:`RelayPath` is the relayed path a Quantum connection can move to
-(``conn.migrate_to_path``): it wraps each packet in a SEND frame and accepts only DELIVER
-frames whose source is the connection's pinned peer. The wire format is in docs/protocol.md
-("The relay protocol").
+(``conn.migrate_to_path``) or begin on (:meth:`HomeRelay.connect_relayed`): it wraps each
+packet in a SEND frame and accepts only DELIVER frames whose source is the connection's pinned
+peer. While registered, the client lets relayed connections arrive (``endpoint.accept_paths``
+for the relay's address): a DELIVER that carries an INITIAL from a node with no path here opens
+a :class:`RelayPath` back to it, so the new connection comes out of ``endpoint.accept()`` pinned
+to that node. The wire format is in docs/protocol.md ("The relay protocol").
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from aetherflow_node._relay_wire import (
     parse_frame_untrusted,
 )
 from aetherflow_sdk import quantum
-from aetherflow_sdk._errors import AetherFlowError, BadPacket
+from aetherflow_sdk._errors import AetherFlowError, BadPacket, ConnectionTimeout
 
 logger = logging.getLogger("aetherflow.node.relay")
 
@@ -53,6 +56,9 @@ PROBE_INTERVAL: Final = 0.02  # seconds between probe rounds at the go
 PROBE_DURATION: Final = 1.5  # seconds of probing before a punch gives up
 PUNCH_TIMEOUT: Final = 5.0  # seconds to wait for the relay's PUNCH after CONNECT
 SERVE_TIMEOUT: Final = 15.0  # seconds to wait for the relay's SERVED (it opens the document first)
+RELAYED_CONNECT_TIMEOUT: Final = 10.0  # seconds for a handshake through the relay
+MAX_NEW_RELAYED_PATHS: Final = 20  # relayed paths opened for new senders per second (and burst)
+_INITIAL_TYPE: Final = 1  # a Quantum header's second byte for an INITIAL (docs/protocol.md section 1)
 
 
 class RelayRefused(AetherFlowError):
@@ -103,6 +109,11 @@ class RelayPath(quantum.Path):
     def peer(self) -> bytes:
         return self._peer
 
+    @property
+    def peer_id(self) -> bytes:
+        """The node this path leads to: a connection through it pins this node ID."""
+        return self._peer
+
     def wrap(self, packet: bytes) -> bytes:
         return encode_send(self._tag(), self._peer, packet)
 
@@ -112,6 +123,14 @@ class RelayPath(quantum.Path):
         if datagram[1:DELIVER_OVERHEAD] != self._peer:
             raise BadPacket("a DELIVER frame from another node than this path's peer")
         return datagram[DELIVER_OVERHEAD:]
+
+    def __eq__(self, other: object) -> bool:
+        # Two paths to the same node through the same relay are one path (whichever was made first
+        # unwraps a DELIVER, the connection on the other recognises it).
+        return isinstance(other, RelayPath) and (other._relay, other._peer) == (self._relay, self._peer)
+
+    def __hash__(self) -> int:
+        return hash((self._relay, self._peer))
 
     def __repr__(self) -> str:
         return f"RelayPath(relay={self._relay!r}, peer={self._peer.hex()[:12]}…)"
@@ -138,9 +157,24 @@ class _Punch:
 class RelayClient:
     """A node's registration with its home relay (see :func:`open_relay_client`)."""
 
-    def __init__(self, endpoint: quantum.Endpoint, connection: quantum.Connection) -> None:
+    def __init__(
+        self,
+        endpoint: quantum.Endpoint,
+        connection: quantum.Connection,
+        *,
+        path_tag: Callable[[], bytes] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.connection = connection
+        # The tag of the paths accepted relayed connections use (HomeRelay's follows re-registrations).
+        self._path_tag = path_tag or self._tag
+        self.relayed_paths_opened = 0
+        """Relayed paths offered for INITIALs no path took (``accept_paths``; the endpoint keeps
+        those that open a connection: a first INITIAL gets a RETRY, its retry with the cookie a path)."""
+        self.relayed_dropped: dict[str, int] = {"not_initial": 0, "rate": 0}
+        """DELIVERs from a node with no path here that opened none: not an INITIAL, or over the rate."""
+        self._path_tokens = float(MAX_NEW_RELAYED_PATHS)
+        self._path_tokens_at = time.monotonic()
         self.registration: Registered | None = None
         self.observed: Address | None = None
         self.refusals: list[Refused] = []
@@ -179,6 +213,44 @@ class RelayClient:
                     f"the relay will not host the document ({answer.code.name.lower()}): {answer.reason}",
                     code=answer.code,
                 )
+
+    def _tag(self) -> bytes:
+        return self.registration.tag if self.registration is not None else bytes(8)
+
+    def _path_for(self, datagram: bytes) -> RelayPath | None:
+        """``accept_paths``: a path back to the sender of a DELIVER that carries an INITIAL.
+
+        Called by the endpoint for each datagram from the relay that no registered path took
+        (a DELIVER from a node with no connection here, or a non-relay frame: PROBE, which
+        goes on to the raw handler). At most ``MAX_NEW_RELAYED_PATHS`` per second.
+        """
+        if len(datagram) < DELIVER_OVERHEAD + 2 or datagram[0] != FrameKind.DELIVER:
+            return None
+        if datagram[DELIVER_OVERHEAD + 1] != _INITIAL_TYPE:
+            self.relayed_dropped["not_initial"] += 1
+            return None
+        now = time.monotonic()
+        self._path_tokens = min(
+            float(MAX_NEW_RELAYED_PATHS),
+            self._path_tokens + (now - self._path_tokens_at) * MAX_NEW_RELAYED_PATHS,
+        )
+        self._path_tokens_at = now
+        if self._path_tokens < 1:
+            self.relayed_dropped["rate"] += 1
+            return None
+        self._path_tokens -= 1
+        self.relayed_paths_opened += 1
+        size = self.registration.max_packet_size if self.registration is not None else 1400
+        return RelayPath(
+            self.relay_address, tag=self._path_tag, peer=bytes(datagram[1:DELIVER_OVERHEAD]),
+            max_packet_size=size,
+        )  # fmt: skip
+
+    async def connect_relayed(
+        self, peer_id: bytes, *, timeout: float = RELAYED_CONNECT_TIMEOUT
+    ) -> quantum.Connection:
+        """A Quantum connection to ``peer_id`` whose handshake and packets go through this relay."""
+        return await _connect_relayed(self.endpoint, self.relayed_path(peer_id), self.relay_address, timeout)
 
     def relayed_path(self, peer: bytes) -> RelayPath:
         """The path to ``peer`` through this relay (for ``conn.migrate_to_path`` / ``endpoint.add_path``)."""
@@ -323,14 +395,18 @@ async def open_relay_client(
     candidates: tuple[Address, ...] = (),
     timeout: float = 10.0,
     liveness_timeout: float | None = None,
+    path_tag: Callable[[], bytes] | None = None,
 ) -> AsyncIterator[RelayClient]:
     """Connect to the relay at ``relay`` (pinning ``relay_id`` if given) and register.
 
-    The client takes the endpoint's raw handler (PROBE frames) for as long as the block runs.
+    The client takes the endpoint's raw handler (PROBE frames) for as long as the block runs,
+    and, once registered, the relay's address for ``endpoint.accept_paths`` (relayed
+    connections from other nodes; ``path_tag`` gives their paths' tag, default this
+    registration's).
     """
     with anyio.fail_after(timeout):
         connection = await endpoint.connect(relay, peer_id=relay_id)
-    client = RelayClient(endpoint, connection)
+    client = RelayClient(endpoint, connection, path_tag=path_tag)
     refused: RelayRefused | None = None
     async with anyio.create_task_group() as tg:
         client._task_group = tg
@@ -344,14 +420,29 @@ async def open_relay_client(
             refused = exc  # raised below, outside the task group: one plain exception
         try:
             if refused is None:
+                endpoint.accept_paths(client.relay_address, client._path_for)
                 yield client
         finally:
+            endpoint.accept_paths(client.relay_address, None)
             endpoint.set_raw_handler(None)
             tg.cancel_scope.cancel()
             with anyio.CancelScope(shield=True), contextlib.suppress(AetherFlowError):
                 await connection.aclose()
     if refused is not None:
         raise refused
+
+
+async def _connect_relayed(
+    endpoint: quantum.Endpoint, path: RelayPath, relay: Address, timeout: float
+) -> quantum.Connection:
+    try:
+        with anyio.fail_after(timeout):
+            return await endpoint.connect_path(path, peer_id=path.peer_id)
+    except (TimeoutError, ConnectionTimeout):
+        raise ConnectionTimeout(
+            f"node {path.peer_id.hex()[:16]}... did not answer through the relay at {relay[0]}:{relay[1]} "
+            f"within {timeout:g} s: is it registered with this relay and online?"
+        ) from None
 
 
 RECONNECT_MIN: Final = 0.2  # seconds before the first reconnection attempt
@@ -405,6 +496,27 @@ class HomeRelay:
     async def punch(self, peer: bytes, candidates: tuple[Address, ...] = ()) -> PunchOutcome:
         return await (await self.wait_registered()).punch(peer, candidates)
 
+    async def connect_relayed(
+        self, peer_id: bytes, *, timeout: float = RELAYED_CONNECT_TIMEOUT
+    ) -> quantum.Connection:
+        """A Quantum connection to ``peer_id`` through the relay (its handshake too), pinned to it.
+
+        For a peer with no direct route (both behind symmetric NATs); :meth:`upgrade` may move
+        it to a direct path later. Waits for the registration first (within ``timeout``).
+        ConnectionTimeout, saying so, if the peer does not answer through the relay in time (it
+        is not registered there, or offline); HandshakeFailed if another node answers.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                await self.wait_registered()
+        except TimeoutError:
+            host, port = self.relay_address
+            raise ConnectionTimeout(
+                f"not registered with the relay at {host}:{port} within {timeout:g} s: cannot reach "
+                "anyone through it"
+            ) from None
+        return await _connect_relayed(self.endpoint, self.relayed_path(peer_id), self.relay_address, timeout)
+
     async def upgrade(self, connection: quantum.Connection) -> bool:
         """Try to move a relayed ``connection`` to a direct path: punch, then migrate.
 
@@ -447,6 +559,7 @@ class HomeRelay:
                 async with open_relay_client(
                     self.endpoint, self.relay_address, relay_id=self.relay_id, token=token,
                     candidates=candidates, timeout=timeout, liveness_timeout=liveness_timeout,
+                    path_tag=self._tag,
                 ) as client:  # fmt: skip
                     self.registrations += 1
                     backoff = RECONNECT_MIN

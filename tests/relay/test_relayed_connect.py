@@ -1,0 +1,154 @@
+"""A connection that begins on the relay, over real loopback UDP: two SDK endpoints, a real relay.
+
+A dials B with ``HomeRelay.connect_relayed`` (the handshake runs through the relay, as between
+two nodes behind symmetric NATs); B's relay client lets it in through ``accept_paths`` and it
+comes out of ``eb.accept()``. Each node talks to the relay through a UDP tap of its own, which
+records every datagram on the node-relay legs (what an on-path observer, or the relay, sees):
+none holds the plaintext. Then ``upgrade`` moves the connection to a direct path.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.abc
+import pytest
+
+from aetherflow_node._relay_client import RelayPath, open_home_relay, open_relay_client
+from aetherflow_node._relay_wire import encode_send
+from aetherflow_relay._shell import serve_relay
+from aetherflow_sdk import quantum
+from aetherflow_sdk._errors import ConnectionTimeout
+from aetherflow_sdk._identity import Identity
+
+LOOP = ("127.0.0.1", 0)
+Address = tuple[str, int]
+
+
+class Tap:
+    """A UDP forwarder in front of the relay for one node; keeps a copy of every datagram."""
+
+    def __init__(self, socket: anyio.abc.UDPSocket, relay: Address) -> None:
+        self.socket, self.relay = socket, relay
+        self.node: Address | None = None
+        self.seen: list[bytes] = []
+
+    @property
+    def address(self) -> Address:
+        host, port = self.socket.extra(anyio.abc.SocketAttribute.local_address)[:2]
+        return (str(host), int(port))
+
+    async def run(self) -> None:
+        async for data, (host, port) in self.socket:
+            self.seen.append(data)
+            if (host, port) == self.relay:
+                if self.node is not None:
+                    await self.socket.sendto(data, *self.node)
+            else:
+                self.node = (host, port)
+                await self.socket.sendto(data, *self.relay)
+
+
+async def _tap(tg: anyio.abc.TaskGroup, relay: Address) -> Tap:
+    tap = Tap(await anyio.create_udp_socket(local_host="127.0.0.1"), relay)
+    tg.start_soon(tap.run)
+    return tap
+
+
+async def _accept(endpoint: quantum.Endpoint, box: list[quantum.Connection]) -> None:
+    box.append(await endpoint.accept())
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_connection_made_through_the_relay_carries_only_ciphertext_then_goes_direct(backend: str) -> None:
+    anyio.run(_made_through_the_relay, backend=backend)
+
+
+async def _made_through_the_relay() -> None:
+    with anyio.fail_after(60):
+        async with (
+            serve_relay(LOOP) as relay,
+            quantum.open_endpoint(LOOP) as ea,
+            quantum.open_endpoint(LOOP) as eb,
+            anyio.create_task_group() as taps,
+        ):
+            tap_a, tap_b = await _tap(taps, relay.address), await _tap(taps, relay.address)
+            async with (
+                open_home_relay(
+                    ea, tap_a.address, relay_id=relay.node_id, candidates=(ea.local_address,)
+                ) as ha,
+                open_home_relay(
+                    eb, tap_b.address, relay_id=relay.node_id, candidates=(eb.local_address,)
+                ) as hb,
+            ):
+                await ha.wait_registered()
+                await hb.wait_registered()
+                box: list[quantum.Connection] = []
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_accept, eb, box)
+                    conn_a = await ha.connect_relayed(eb.node_id)
+                conn_b = box[0]
+                # Both ends are on the relay, pinned to each other; B's mesh needed no add_path.
+                assert isinstance(conn_a.path, RelayPath) and isinstance(conn_b.path, RelayPath)
+                assert conn_a.peer_id == eb.node_id and conn_b.peer_id == ea.node_id
+                assert conn_b.path.peer_id == ea.node_id
+                start = relay.statistics().forwarded_packets
+                for i in range(20):
+                    await conn_a.send(b"secret up %03d " % i * 20)
+                    assert await conn_b.receive() == b"secret up %03d " % i * 20
+                    await conn_b.send(b"secret down %03d " % i * 20)
+                    assert await conn_a.receive() == b"secret down %03d " % i * 20
+                stats = relay.statistics()
+                assert stats.forwarded_packets - start >= 40 and stats.forwarded_bytes > 40 * 300
+                frames = tap_a.seen + tap_b.seen
+                relayed = [d for d in frames if d[:1] in (b"\x52", b"\x53")]  # SEND, DELIVER
+                assert len(relayed) >= 80
+                assert not any(b"secret" in d for d in frames)  # the relay sees only ciphertext
+                client_b = hb.client
+                # Two: for the INITIAL (answered with a RETRY, the path not kept) and the one with the cookie.
+                assert client_b is not None and client_b.relayed_paths_opened == 2
+
+                # Punch, and move to the direct path on loopback: the messages go on.
+                assert await ha.upgrade(conn_a) is True
+                assert not isinstance(conn_a.path, RelayPath)
+                for i in range(10):
+                    await conn_a.send(b"direct %d" % i)
+                    assert await conn_b.receive() == b"direct %d" % i
+                    await conn_b.send(b"direct back %d" % i)
+                    assert await conn_a.receive() == b"direct back %d" % i
+                assert not isinstance(conn_b.path, RelayPath)
+                before = relay.statistics().forwarded_packets
+                await conn_a.send(b"after")
+                assert await conn_b.receive() == b"after"
+                assert relay.statistics().forwarded_packets - before <= 2
+                assert not any(b"secret" in d or b"direct" in d for d in tap_a.seen + tap_b.seen)
+            taps.cancel_scope.cancel()
+
+
+async def test_connect_relayed_to_an_unregistered_node_fails_clearly_and_stray_delivers_are_dropped() -> None:
+    with anyio.fail_after(30):
+        async with (
+            serve_relay(LOOP) as relay,
+            quantum.open_endpoint(LOOP) as ea,
+            quantum.open_endpoint(LOOP) as eb,
+            open_relay_client(ea, relay.address, relay_id=relay.node_id) as ca,
+            open_relay_client(eb, relay.address, relay_id=relay.node_id) as cb,
+        ):
+            nobody = Identity.generate().node_id
+            with pytest.raises(ConnectionTimeout, match="did not answer through the relay"):
+                await ca.connect_relayed(nobody, timeout=1.0)
+            assert relay.statistics().drops["unknown_destination"] >= 1
+            # A DELIVER from A that is not an INITIAL, to a B that has no connection with A: dropped.
+            assert ca.registration is not None
+            stray = bytes((1, 5)) + bytes(60)  # a DATA header (version 1, type 5) and junk
+            before = eb.statistics()
+            for _ in range(3):
+                assert ea.send_raw(encode_send(ca.registration.tag, eb.node_id, stray), ca.relay_address)
+            # Then a real relayed connection (its INITIAL goes the same way, after the strays).
+            box: list[quantum.Connection] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_accept, eb, box)
+                conn_a = await ca.connect_relayed(eb.node_id)
+            assert box[0].peer_id == ea.node_id and conn_a.peer_id == eb.node_id
+            assert cb.relayed_dropped["not_initial"] == 3 and cb.relayed_paths_opened == 2
+            after = eb.statistics()
+            assert after.framed_datagrams_dropped == before.framed_datagrams_dropped
