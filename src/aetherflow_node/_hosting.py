@@ -41,7 +41,8 @@ async def follow_persistence_peer(node: Node, home: HomeRelay) -> None:
         if peer is not None:
             node.mesh.want(peer, client.connection.peer_id, persistent=True)
         await client.closed.wait()
-        await anyio.sleep(0)  # the relay's gone: wait for the next registration
+        while home.client is client:  # gone: wait until the home relay lets go of it
+            await home._changed.wait()
 
 
 async def host_on_relay(node: Node, document: Document, *, expires_in: float = SERVE_TICKET_LIFETIME) -> None:

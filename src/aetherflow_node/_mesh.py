@@ -144,6 +144,7 @@ class Gate:
             # Not an offence: the peer did nothing wrong, this node is full for the document.
             self._document.quota_refusals += 1
             self._mesh.counters["quota_refusals"] += 1
+            self._mesh.node._notify()  # the document's statistics changed
             return False
         return True
 
