@@ -145,6 +145,11 @@ class Gate:
             self._document.quota_refusals += 1
             self._mesh.counters["quota_refusals"] += 1
             self._mesh.node._notify()  # the document's statistics changed
+            if self._document.quota_refusals % 1000 == 1:
+                logger.warning(
+                    "document %s is at its byte quota (%d bytes): its updates are refused (%d so far)",
+                    self._document.doc_id, self._document.quota_bytes, self._document.quota_refusals,
+                )  # fmt: skip
             return False
         return True
 

@@ -2,7 +2,8 @@
 document; its creator (a process) writes and exits; a joiner (another process) comes online
 while the creator is offline and gets its edits from the relay's persistence peer, writes, and
 exits; the creator comes back and gets the joiner's edits -- from the relay alone, since no other
-holder is online at any point when a holder starts."""
+holder is online at any point when a holder starts. Then the relay restarts and a third holder
+catches up from what it reopened."""
 
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ def test_a_joiner_catches_up_from_the_relay_while_the_creator_is_offline(tmp_pat
         first = again.stdout.readline()
         assert again.stdout.readline().startswith("persistence peer serving 1 document(s)")
         where = f"{first.split()[1]}@{first.split()[-1]}"
+        # A new joiner, with alice and bob offline, gets everything from the restarted relay.
+        late = _holder(str(tmp_path / "c"), where, "open", created["ticket"], "bob: alice wrote this")
+        assert late["text"] == "bob: alice wrote this"
         node = subprocess.Popen(
             [AETHERFLOW, "node", "--data", str(tmp_path / "a"), "--listen", "127.0.0.1:0", "--no-discovery",
              "--relay", where, "--serve", created["doc_id"], "--host-on-relay"],
