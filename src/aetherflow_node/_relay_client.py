@@ -172,7 +172,8 @@ class RelayClient:
         """Relayed paths offered for INITIALs no path took (``accept_paths``; the endpoint keeps
         those that open a connection: a first INITIAL gets a RETRY, its retry with the cookie a path)."""
         self.relayed_dropped: dict[str, int] = {"not_initial": 0, "rate": 0}
-        """DELIVERs from a node with no path here that opened none: not an INITIAL, or over the rate."""
+        """DELIVERs no path took that opened none: from a node with no connection here and not an
+        INITIAL, or over the rate."""
         self._path_tokens = float(MAX_NEW_RELAYED_PATHS)
         self._path_tokens_at = time.monotonic()
         self.registration: Registered | None = None
@@ -218,7 +219,8 @@ class RelayClient:
         return self.registration.tag if self.registration is not None else bytes(8)
 
     def _path_for(self, datagram: bytes) -> RelayPath | None:
-        """``accept_paths``: a path back to the sender of a DELIVER that carries an INITIAL.
+        """``accept_paths``: a path back to the sender of a DELIVER that carries an INITIAL (or
+        that comes from a node a connection here leads to: the peer moved it onto the relay).
 
         Called by the endpoint for each datagram from the relay that no registered path took
         (a DELIVER from a node with no connection here, or a non-relay frame: PROBE, which
@@ -226,7 +228,8 @@ class RelayClient:
         """
         if len(datagram) < DELIVER_OVERHEAD + 2 or datagram[0] != FrameKind.DELIVER:
             return None
-        if datagram[DELIVER_OVERHEAD + 1] != _INITIAL_TYPE:
+        source = bytes(datagram[1:DELIVER_OVERHEAD])
+        if datagram[DELIVER_OVERHEAD + 1] != _INITIAL_TYPE and not self._has_connection_to(source):
             self.relayed_dropped["not_initial"] += 1
             return None
         now = time.monotonic()
@@ -241,10 +244,15 @@ class RelayClient:
         self._path_tokens -= 1
         self.relayed_paths_opened += 1
         size = self.registration.max_packet_size if self.registration is not None else 1400
-        return RelayPath(
-            self.relay_address, tag=self._path_tag, peer=bytes(datagram[1:DELIVER_OVERHEAD]),
-            max_packet_size=size,
-        )  # fmt: skip
+        return RelayPath(self.relay_address, tag=self._path_tag, peer=source, max_packet_size=size)
+
+    def _has_connection_to(self, node: bytes) -> bool:
+        """A live connection here leads to ``node`` (it may be moving that connection onto the relay).
+
+        A scan of this node's connections, run only for a DELIVER that no path took and that is
+        not an INITIAL: rare (a peer's move onto the relay, or a stray), and each is one compare.
+        """
+        return any(c.peer_id == node for c in self.endpoint.connections())
 
     async def connect_relayed(
         self, peer_id: bytes, *, timeout: float = RELAYED_CONNECT_TIMEOUT

@@ -284,3 +284,31 @@ def test_a_flood_of_initials_through_the_relay_keeps_no_state() -> None:
     server_ep.accept_paths(R, None)
     server_ep.receive_datagram(_frame_from(b"\x01" * 32, initials[0][RELAY_FRAME:]), R, net.now)
     assert offered == 400 and server_ep.statistics().raw_datagrams_dropped == 1
+
+
+def test_a_peer_that_moves_onto_the_relay_is_followed_through_an_offered_path() -> None:
+    net, _relay, client_ep, server_ep = _setup(460)
+    del net.links[(A, B)], net.links[(B, A)]
+    client = client_ep.connect(B, net.now, peer_id=server_ep.identity.node_id)
+    net.run_until(lambda: client.is_established and bool(server_ep.accepted), max_time=10)
+    server = server_ep.accepted.popleft()
+    # A forged packet "from the client" with the connection's CID but no valid seal: not kept.
+    client.send_message(b"sealed")
+    client_ep.mark_dirty(client)
+    real = bytearray(client_ep.datagrams_to_send(net.now)[0][0])
+    real[-1] ^= 0xFF
+    server_ep.receive_datagram(_frame_from(client_ep.identity.node_id, bytes(real)), R, net.now)
+    assert R not in server_ep._framed_paths and server.statistics().bad_packets == 1
+    assert _drain(net, server_ep, server, 1) == [b"sealed"]  # the real one, resent directly
+    # The client moves onto the relay; the server registered no path for it, accept_paths offers one.
+    client_ep.migrate(client, RelayPath(R, server_ep.identity.node_id, MTU), net.now)
+    net.run_until(lambda: not client.migrating, max_time=10)
+    moved = [b"through the relay"]
+    assert _exchange(net, client_ep, client, server_ep, server, moved) == moved
+    net.run_until(lambda: server.peer_address == R and server.path_validated, max_time=10)
+    assert isinstance(server.path, RelayPath) and server.path.peer_id == client_ep.identity.node_id
+    assert len(server_ep._framed_paths[R]) == 1  # kept once, for this connection
+    client.close(net.now)
+    client_ep.mark_dirty(client)
+    net.run_until(lambda: not server_ep.connections, max_time=60)
+    assert not server_ep._framed_paths

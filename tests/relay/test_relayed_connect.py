@@ -153,3 +153,32 @@ async def test_connect_relayed_to_an_unregistered_node_fails_clearly_and_stray_d
             assert cb.relayed_dropped["not_initial"] == 3 and cb.relayed_paths_opened >= 2
             after = eb.statistics()
             assert after.framed_datagrams_dropped == before.framed_datagrams_dropped
+
+
+async def test_a_peer_that_moves_its_direct_connection_onto_the_relay_is_followed_without_add_path() -> None:
+    with anyio.fail_after(30):
+        async with (
+            serve_relay(LOOP) as relay,
+            quantum.open_endpoint(LOOP) as ea,
+            quantum.open_endpoint(LOOP) as eb,
+            open_home_relay(ea, relay.address, relay_id=relay.node_id) as ha,
+            open_home_relay(eb, relay.address, relay_id=relay.node_id) as hb,
+        ):
+            await ha.wait_registered()
+            client_b = await hb.wait_registered()
+            box: list[quantum.Connection] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_accept, eb, box)
+                conn_a = await ea.connect(eb.local_address, peer_id=eb.node_id)
+            conn_b = box[0]
+            # Only A acts: B's relay client offers a path back to A for A's first relayed packet.
+            await conn_a.migrate_to_path(ha.relayed_path(eb.node_id))
+            for i in range(5):
+                await conn_a.send(b"relayed %d" % i)
+                assert await conn_b.receive() == b"relayed %d" % i
+                await conn_b.send(b"back %d" % i)
+                assert await conn_a.receive() == b"back %d" % i
+            assert isinstance(conn_b.path, RelayPath) and conn_b.path.peer_id == ea.node_id
+            assert client_b.relayed_paths_opened >= 1 and client_b.relayed_dropped["not_initial"] == 0
+            assert relay.statistics().forwarded_packets >= 10
+            await conn_a.aclose()  # while the relay still carries the CLOSE
