@@ -30,6 +30,8 @@ PEER_PROBE_TIMEOUT = 5.0
 """How long ``--peer`` addresses get to answer at start-up before the node gives up (exit 2)."""
 ADDRESSES_FILE = "addresses"
 """Written in the data directory at start: where this node listens (read by ``aetherflow share``)."""
+RELAY_FILE = "relay"
+"""Written in the data directory once registered: the home relay, pinned (read by ``aetherflow share``)."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -50,6 +52,20 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--peer", action="append", default=[], metavar="HOST:PORT", help="a peer (repeatable)"
     )
     parser.add_argument("--relay", default=None, metavar="[NODE_ID@]HOST:PORT", help="the home relay")
+    parser.add_argument(
+        "--upgrade-interval",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="while a peer link is relayed, try for a direct path this often (60)",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="Quantum keepalive; the relay is taken as gone after 1.5x this of silence (10)",
+    )
     parser.add_argument("--metrics", default=None, metavar="HOST:PORT", help="serve /metrics and /healthz")
     parser.add_argument(
         "--serve", action="extend", nargs="+", default=[], metavar="DOC", help="documents to hold"
@@ -74,6 +90,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-format", default="text", choices=["text", "json", "kv"], help="log lines (text)"
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
 
 
 def _say(text: str) -> None:
@@ -114,7 +140,9 @@ async def _serve(
     tickets: list[str],
     metrics: tuple[str, int] | None,
 ) -> int:
+    from aetherflow_node._limits import Limits
     from aetherflow_node._node import open_node
+    from aetherflow_sdk.quantum import QuantumConfig
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
@@ -124,9 +152,13 @@ async def _serve(
             discovery=not args.no_discovery,
             interfaces=args.interface,
             relay=args.relay,
+            limits=Limits(upgrade_interval=args.upgrade_interval),
+            config=QuantumConfig(keepalive_interval=args.keepalive),
         ) as node:
             host, port = node.address
             _write_addresses(node.data_dir, node.reachable_addresses())
+            if node.home_relay is None:
+                (node.data_dir / RELAY_FILE).unlink(missing_ok=True)  # no stale relay in new tickets
             _say(f"node {node.node_id} ({node.name}) listening on {host}:{port}, data in {node.data_dir}")
             for address in peers:
                 node.mesh.want(address, None, persistent=True, connection=await _probe(node, address))
@@ -144,6 +176,8 @@ async def _serve(
                 mode = "read-only" if document.read_only else "read-write"
                 _say(f"joined {document.name!r} ({document.doc_id}), {mode}")
             async with anyio.create_task_group() as tg:
+                if node.home_relay is not None:
+                    tg.start_soon(_report_relay, node)
                 if metrics is not None:
                     tg.start_soon(_serve_metrics, node, metrics)
                 async for signum in signals:
@@ -152,6 +186,21 @@ async def _serve(
                 tg.cancel_scope.cancel()
         _say("stopped; every edit is on disk")
     return 0
+
+
+async def _report_relay(node: Any) -> None:
+    """Say when the node registers with its home relay (and its public address), and record it."""
+    from aetherflow_node._routes import home_route
+
+    home = node.home_relay
+    while True:
+        client = await home.wait_registered()
+        route = home_route(home)
+        observed = client.observed
+        where = f"{observed[0]}:{observed[1]}" if observed else "unknown"
+        _write_file(node.data_dir / RELAY_FILE, f"{route}\n")
+        _say(f"registered with relay {route}, public address {where}")
+        await client.closed.wait()
 
 
 async def _serve_metrics(node: Any, address: tuple[str, int]) -> None:
@@ -180,11 +229,14 @@ async def _probe(node: Any, address: tuple[str, int]) -> Any:
 
 def _write_addresses(data_dir: Path, addresses: tuple[tuple[str, int], ...]) -> None:
     text = "".join(f"[{h}]:{p}\n" if ":" in h else f"{h}:{p}\n" for h, p in addresses)
-    path = data_dir / ADDRESSES_FILE
+    _write_file(data_dir / ADDRESSES_FILE, text)
+
+
+def _write_file(path: Path, text: str) -> None:
     try:
         path.write_text(text)
     except OSError as exc:
-        print(f"aetherflow: warning: cannot record addresses in {path}: {exc.strerror}", file=sys.stderr)
+        print(f"aetherflow: warning: cannot record {path.name} in {path}: {exc.strerror}", file=sys.stderr)
 
 
 command = Subcommand(

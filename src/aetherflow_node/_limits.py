@@ -39,6 +39,10 @@ class Limits:
     """How long a dropped peer is refused before it may connect again."""
     backoff_base: float = 0.25
     backoff_cap: float = 30.0
+    direct_timeout: float = 1.0
+    """With a home relay: how long one direct address gets to answer before the relay is tried."""
+    upgrade_interval: float = 60.0
+    """While a link this node dialled is relayed: seconds between attempts to punch to a direct path."""
 
     def __attrs_post_init__(self) -> None:
         for field in attrs.fields(Limits):

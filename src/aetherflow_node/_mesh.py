@@ -25,6 +25,10 @@ Rules (each one is tested):
    budget, so the transport's flow control slows it down. Neither stops anyone else.
 7. **Reconnection**: a dialled peer that goes away is dialled again with exponential
    backoff and jitter (:class:`Backoff`).
+8. **Routes**: a peer known by node ID is dialled by its route -- its direct addresses,
+   then this node's home relay, and a relayed link is upgraded to a direct path
+   (``_routes.py``). Each side tells the other its home relay in its hello, and holder
+   announcements carry the relay route of each holder that has one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ import msgpack
 from anyio.abc import TaskGroup
 
 from aetherflow_node._limits import Backoff, Limits, PeerBudget
+from aetherflow_node._routes import (
+    Dialer,
+    Route,
+    holders_untrusted,
+    home_route,
+    is_relayed,
+    relay_route_untrusted,
+    same_relay,
+)
 from aetherflow_sdk import AetherFlowError, AuthError, BadPacket, ConnectionClosed
 from aetherflow_sdk._identity import verify_signature
 from aetherflow_sdk.quantum import Channel, ChannelRefused, Connection, Endpoint
@@ -186,6 +199,8 @@ class Link:
     budget: PeerBudget
     dialed_address: tuple[str, int] | None = None
     peer_name: str = ""
+    peer_relay: str | None = None
+    """The peer's home relay route, as its hello gave it."""
     docs: dict[str, DocLink] = attrs.Factory(dict)
     opening: set[str] = attrs.Factory(set)
     retries: dict[str, Backoff] = attrs.Factory(dict)
@@ -202,7 +217,10 @@ class Link:
         return self.conn.peer_id
 
     @property
-    def address(self) -> tuple[str, int]:
+    def address(self) -> tuple[str, int] | None:
+        """The peer's direct address (None while relayed: its packets come from the relay's)."""
+        if is_relayed(self.conn):
+            return None
         return self.dialed_address or self.conn.peer_address
 
     def close(self, reason: str) -> None:
@@ -237,7 +255,9 @@ class Mesh:
         self.lan_peers: set[bytes] = set()
         """Node IDs seen on the LAN by mDNS now (their path is "lan")."""
         self._dialing_addresses: set[tuple[str, int]] = set()
-        self._dialing_ids: set[bytes] = set()
+        self._routes: dict[bytes, Route] = {}
+        """The routes of the peers being dialled, by node ID (more addresses join a live dial)."""
+        self.dialer = Dialer(self)
         self._task_group: TaskGroup | None = None
         self.counters = dict.fromkeys(
             (
@@ -258,6 +278,12 @@ class Mesh:
                 "writes_withheld",
                 "document_reopens",
                 "quota_refusals",
+                "punch_attempts",
+                "punch_successes",
+                "upgrades",
+                "relayed_connects",
+                "direct_timeouts",
+                "foreign_relay_routes",
             ),
             0,
         )
@@ -279,40 +305,48 @@ class Mesh:
 
     def want(
         self,
-        address: tuple[str, int],
+        address: tuple[str, int] | None,
         node_id: bytes | None = None,
         *,
         persistent: bool,
         connection: Connection | None = None,
+        relay: str | None = None,
     ) -> None:
         """Keep a link to the node at ``address`` (whose ID is ``node_id`` when known);
-        ``connection``, if given, is one already made to it (used first)."""
-        if node_id == self.my_id or address in self._dialing_addresses:
+        ``connection``, if given, is one already made to it (used first). ``relay`` is the
+        peer's relay route; with ``address`` None the peer is reached through it alone."""
+        if node_id == self.my_id or (address is not None and address == self.endpoint.local_address):
             return
-        if node_id is not None and (node_id in self._dialing_ids or node_id in self.links):
-            return
-        if address == self.endpoint.local_address:
-            return
-        self._dialing_addresses.add(address)
         if node_id is not None:
-            self._dialing_ids.add(node_id)
-        self._spawn(self._dial_loop, address, node_id, persistent, connection)
+            route = self._routes.get(node_id)
+            if route is not None:  # a dial runs: it tries this address too from its next attempt
+                route.add(address, relay, persistent)
+                return
+            if node_id in self.links:
+                return
+        if address is None and node_id is None:
+            return
+        if address is not None and address in self._dialing_addresses:
+            return
+        route = Route(node_id=node_id)
+        route.add(address, relay, persistent)
+        if address is not None:
+            self._dialing_addresses.add(address)
+        if node_id is not None:
+            self._routes[node_id] = route
+        self._spawn(self._dial_loop, route, connection)
 
     async def dial_once(self, address: tuple[str, int], node_id: bytes | None = None) -> Connection:
         self.counters["connections_dialed"] += 1
         return await self.endpoint.connect(address, peer_id=node_id)
 
-    async def _dial_loop(
-        self,
-        address: tuple[str, int],
-        node_id: bytes | None,
-        persistent: bool,
-        first: Connection | None,
-    ) -> None:
+    async def _dial_loop(self, route: Route, first: Connection | None) -> None:
         backoff = Backoff(self.rng, base=self.limits.backoff_base, cap=self.limits.backoff_cap)
         failures = 0
+        keys = list(route.addresses)
         try:
             while True:
+                node_id = route.node_id
                 if node_id is not None:
                     existing = self.links.get(node_id)
                     if existing is not None:
@@ -323,23 +357,28 @@ class Mesh:
                     if ban > 0:
                         await anyio.sleep(ban)
                         continue
+                address: tuple[str, int] | None
                 try:
-                    conn = first or await self.dial_once(address, node_id)
-                    first = None
-                except (ConnectionClosed, AetherFlowError, OSError) as exc:
+                    if first is not None:
+                        conn, address, first = first, first.peer_address, None
+                    else:
+                        conn, address = await self.dialer.dial(route)
+                except (ConnectionClosed, AetherFlowError, OSError, TimeoutError) as exc:
                     self.counters["dial_failures"] += 1
                     failures += 1
-                    logger.debug("dial %s:%s failed: %s", address[0], address[1], exc)
-                    if not persistent and failures >= GOSSIP_ATTEMPTS:
+                    logger.debug(
+                        "dial %s failed: %s", node_id.hex()[:12] if node_id else route.addresses, exc
+                    )
+                    if not route.persistent and failures >= GOSSIP_ATTEMPTS:
                         return
                     await anyio.sleep(backoff.next_delay())
                     continue
                 if conn.peer_id == self.my_id:
                     conn.abort("dialed itself")
                     return
-                if node_id is None:
-                    node_id = conn.peer_id
-                    self._dialing_ids.add(node_id)
+                if route.node_id is None:
+                    route.node_id = conn.peer_id
+                    self._routes.setdefault(conn.peer_id, route)
                 failures = 0
                 started = time.monotonic()
                 await self.run_link(conn, dialer=True, address=address)
@@ -348,9 +387,10 @@ class Mesh:
                 self.counters["reconnects"] += 1
                 await anyio.sleep(backoff.next_delay())
         finally:
-            self._dialing_addresses.discard(address)
-            if node_id is not None:
-                self._dialing_ids.discard(node_id)
+            for address in keys:
+                self._dialing_addresses.discard(address)
+            if route.node_id is not None and self._routes.get(route.node_id) is route:
+                del self._routes[route.node_id]
 
     async def _accept_loop(self) -> None:
         while True:
@@ -405,6 +445,8 @@ class Mesh:
                 link.task_group = tg
                 tg.start_soon(self._control_loop, link)
                 tg.start_soon(self._accept_channels, link)
+                if dialer:
+                    tg.start_soon(self.dialer.keep_upgrading, link)  # rule 8: only the dialer upgrades
                 for document in list(self.node._documents.values()):
                     tg.start_soon(self._open_document, link, document)
         finally:
@@ -584,7 +626,8 @@ class Mesh:
             link.docs[doc_id] = entry
             self.node._notify()
             try:
-                self.node.catalog.add_holder(doc_id, link.peer_id, link.address)
+                if link.address is not None:
+                    self.node.catalog.add_holder(doc_id, link.peer_id, link.address)
                 self._announce(link, document)
                 gate = Gate(
                     self,
@@ -612,7 +655,11 @@ class Mesh:
 
     async def _control_loop(self, link: Link) -> None:
         """Channel 0 carries control messages; when it ends, the connection is over."""
-        self._send_control(link, {"k": "hello", "n": self.node.name})
+        hello: dict[str, Any] = {"k": "hello", "n": self.node.name}
+        route = home_route(self.node.home_relay)
+        if route is not None:
+            hello["r"] = route
+        self._send_control(link, hello)
         with contextlib.suppress(ConnectionClosed):
             while True:
                 data = await link.conn.receive()
@@ -639,6 +686,8 @@ class Mesh:
             name = message.get("n")
             if isinstance(name, str):
                 link.peer_name = name[:64]
+            if "r" in message:
+                link.peer_relay = relay_route_untrusted(message["r"])
             return
         channel_name = message.get("c")
         document = self.node._document_by_channel(channel_name if isinstance(channel_name, bytes) else b"")
@@ -650,25 +699,24 @@ class Mesh:
             # left the new holder never meeting the others. The channel name is a keyed hash of
             # the document's secret, so only a holder can send it, and a holder named here must
             # still present a valid token when we dial it.
-            holders = message.get("h")
-            if not isinstance(holders, list) or len(holders) > MAX_HOLDERS_IN_MESSAGE:
-                raise BadPacket("holders is not a short list")
-            for item in holders:
-                if not (
-                    isinstance(item, list)
-                    and len(item) == 3
-                    and isinstance(item[0], bytes)
-                    and len(item[0]) == 32
-                    and isinstance(item[1], str)
-                    and 0 < len(item[1]) < 254
-                    and isinstance(item[2], int)
-                    and 0 < item[2] < 65536
-                ):
-                    raise BadPacket("a holder is not [node ID, host, port]")
-                node_id, host, port = item
+            holders, routes = holders_untrusted(message, MAX_HOLDERS_IN_MESSAGE)
+            home = self.node.home_relay
+            for node_id, address in holders:
                 if node_id != self.my_id and node_id not in self.links:
-                    self.node.catalog.add_holder(document.doc_id, node_id, (host, port))
-                    self.want((host, port), node_id, persistent=False)
+                    self.node.catalog.add_holder(document.doc_id, node_id, address)
+                    self.want(address, node_id, persistent=False, relay=routes.get(node_id))
+            direct = {node_id for node_id, _ in holders}
+            for node_id, route in routes.items():
+                # A holder reached only through a relay: dial it through ours, if it is the same
+                # relay (one home relay per node; a holder at another relay stays out of reach).
+                if (
+                    node_id not in direct
+                    and node_id != self.my_id
+                    and node_id not in self.links
+                    and home is not None
+                    and same_relay(home, route)
+                ):
+                    self.want(None, node_id, persistent=False, relay=route)
         elif kind == "revoke":
             if document.doc_id not in link.docs:
                 return  # only from a peer we share the document with
@@ -691,16 +739,31 @@ class Mesh:
             for other in self.links.values()
             if other is not link and document.doc_id in other.docs and not other.closed.is_set()
         ]
-        holders = [[o.peer_id, o.address[0], o.address[1]] for o in others[:MAX_HOLDERS_IN_MESSAGE]]
-        if holders:
-            self._send_control(link, {"k": "holders", "c": channel_name, "h": holders})
-        host, port = link.address
+        others = others[:MAX_HOLDERS_IN_MESSAGE]
+        if others:
+            self._send_control(link, self._holders_message(channel_name, others))
         for other in others:
-            self._send_control(other, {"k": "holders", "c": channel_name, "h": [[link.peer_id, host, port]]})
+            self._send_control(other, self._holders_message(channel_name, [link]))
         for token_id, until, signature in self.node.catalog.revocations(document.doc_id, time.time()):
             self._send_control(
                 link, {"k": "revoke", "c": channel_name, "j": token_id, "u": until, "s": signature}
             )
+
+    def _link_route(self, link: Link) -> str | None:
+        """The relay route of ``link``'s peer: what its hello said, else ours if it is relayed here."""
+        if link.peer_relay is not None:
+            return link.peer_relay
+        return home_route(self.node.home_relay) if is_relayed(link.conn) else None
+
+    def _holders_message(self, channel_name: bytes, links: list[Link]) -> dict[str, Any]:
+        """``h``: [node ID, host, port] of each holder with a direct address (as ever); ``r``:
+        [node ID, relay route] of each holder with a relay. Older nodes read ``h`` alone."""
+        direct = [[o.peer_id, o.address[0], o.address[1]] for o in links if o.address is not None]
+        relayed = [[o.peer_id, route] for o in links if (route := self._link_route(o)) is not None]
+        message: dict[str, Any] = {"k": "holders", "c": channel_name, "h": direct}
+        if relayed:
+            message["r"] = relayed
+        return message
 
     def apply_revocation(self, document: Document, token_id: str, until: float, signature: bytes) -> bool:
         """A revocation signed by the document's issuer: refuse the token from now on.

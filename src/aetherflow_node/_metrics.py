@@ -94,6 +94,10 @@ class NodeCollector(Collector):
             ("bad_packets", "Datagrams dropped as malformed, unauthenticated or unknown.", s.bad_packets),
             ("peers_dropped", "Peers disconnected for breaking the protocol.", s.peers_dropped),
             ("messages_throttled", "Messages delayed or dropped by per-peer limits.", s.messages_throttled),
+            ("punch_attempts", "Hole punches asked of the home relay.", s.punch_attempts),
+            ("punch_successes", "Hole punches that proved a direct route.", s.punch_successes),
+            ("path_upgrades", "Relayed peer links moved to a direct path.", s.path_upgrades),
+            ("relayed_connects", "Connections dialled through the home relay.", s.relayed_connects),
         ]
         for name, help_text, value in counters:
             yield CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=value)

@@ -16,7 +16,6 @@ for one node runs on the event loop that opened it.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import math
 import os
@@ -42,7 +41,8 @@ from aetherflow_node._datadir import (
 from aetherflow_node._document import Document
 from aetherflow_node._limits import Limits
 from aetherflow_node._mesh import Link, Mesh, path_kind, revocation_payload
-from aetherflow_node._relay_client import HomeRelay, RelayPath, open_home_relay
+from aetherflow_node._relay_client import HomeRelay, open_home_relay
+from aetherflow_node._routes import home_route, is_relayed, parse_relay
 from aetherflow_node._stats import DocumentStatistics as NodeDocumentStatistics
 from aetherflow_node._stats import NodeStatistics, PeerStatistics
 from aetherflow_sdk import LocalProtocolError, uuid7
@@ -150,9 +150,10 @@ class Node:
         self._running = True
         self._started = time.monotonic()
         self.discovery_available = False
-        self.home_relay: HomeRelay | None = None
-        """The node's home relay (``open_node(relay=...)``), or None."""
         """True while mDNS discovery runs (set by the discovery task)."""
+        self.home_relay: HomeRelay | None = None
+        """The node's home relay (``open_node(relay=...)``, or adopted from a ticket), or None."""
+        self._relay_liveness = 15.0
         self.discovered_peers = 0
         self._activity = anyio.Event()
         self._documents_changed = anyio.Event()
@@ -271,10 +272,51 @@ class Node:
         # the holders stored from an earlier run: the mesh keeps one dial per node ID, so a stale
         # address of the issuer (it restarted on a new port) must not shadow the ticket's fresh one.
         document = await self._open(record, dial_holders=False)
+        relay = await self._adopt_relay(ticket.relays)
         for address in ticket.direct:
-            self.mesh.want(address, ticket.issuer, persistent=True)
+            self.mesh.want(address, ticket.issuer, persistent=True, relay=relay)
+        if not ticket.direct and relay is not None:
+            self.mesh.want(None, ticket.issuer, persistent=True, relay=relay)
         self._dial_holders(record)
         return document
+
+    async def _adopt_relay(self, relays: tuple[str, ...]) -> str | None:
+        """A ticket's relay route for its issuer; a node with no home relay registers there.
+
+        With a home relay of its own, the node keeps it: an issuer at another relay is then
+        reached directly or not at all (one home relay per node; see docs/sdk.md).
+        """
+        for text in relays:
+            try:
+                address, relay_id = parse_relay(text)
+            except LocalProtocolError:
+                logger.info("a ticket's relay %r is not usable here; skipped", text)
+                continue
+            if self.home_relay is None:
+                await self._start_home_relay(address, relay_id)
+                logger.info("adopted the ticket's relay as home relay", extra={"relay": text})
+            return text
+        return None
+
+    async def _start_home_relay(self, address: tuple[str, int], relay_id: bytes | None) -> None:
+        """Register with the relay at ``address`` and keep it, for as long as the node runs."""
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            async with open_home_relay(
+                self.mesh.endpoint,
+                address,
+                relay_id=relay_id,
+                candidates=self.reachable_addresses()[:8],
+                liveness_timeout=self._relay_liveness,
+            ) as home:
+                self.home_relay = home
+                from aetherflow_node._hosting import follow_persistence_peer
+
+                task_status.started()
+                await follow_persistence_peer(self, home)
+
+        assert self._task_group is not None
+        await self._task_group.start(run)
 
     def _dial_holders(self, record: DocumentRecord) -> None:
         for node_id, address in self.catalog.holders(record.doc_id):
@@ -337,7 +379,8 @@ class Node:
         expires_in: float = 7 * 86_400,
         holder: str | None = None,
     ) -> str:
-        """An ``af1…`` ticket for ``user`` carrying this node's addresses.
+        """An ``af1…`` ticket for ``user`` carrying this node's addresses (``direct``) and its
+        home relay (``relays``, pinned: ``NODE_ID@HOST:PORT``).
 
         ``perm`` is ``"rw"``, ``"ro"``, or ``"serve"`` (for a persistence peer: it needs ``holder``,
         the node ID of the relay that is to host the document).
@@ -353,6 +396,8 @@ class Node:
 
         token_id = str(uuid7())
         now = time.time()
+        relay = home_route(self.home_relay)
+        relays = (relay,) if relay is not None else ()
         ticket = share_ticket(
             self.identity,
             document=document.doc_id,
@@ -360,7 +405,8 @@ class Node:
             permission=permission,
             expires_in=expires_in,
             now=now,
-            direct=self.reachable_addresses(),
+            direct=self.reachable_addresses()[: MAX_ADDRESSES - len(relays)],
+            relays=relays,
             holder=parse_node_id(holder) if holder else None,
             name=document.name,
             secret=document.record.secret,
@@ -422,7 +468,7 @@ class Node:
     def _path(self, link: Link) -> str:
         """ "relayed" on a relay's path; "lan" when mDNS found the peer or its address is local;
         else "direct"."""
-        if isinstance(link.conn.path, RelayPath):
+        if is_relayed(link.conn):
             return "relayed"
         if link.peer_id in self.mesh.lan_peers:
             return "lan"
@@ -508,6 +554,13 @@ class Node:
             messages_throttled=counters["throttled"] + counters["datagrams_dropped"],
             discovery_available=self.discovery_available,
             discovered_peers=self.discovered_peers,
+            lan_peers=sum(1 for p in peers if p.path == "lan"),
+            direct_peers=sum(1 for p in peers if p.path == "direct"),
+            relayed_peers=sum(1 for p in peers if p.path == "relayed"),
+            punch_attempts=counters["punch_attempts"],
+            punch_successes=counters["punch_successes"],
+            path_upgrades=counters["upgrades"],
+            relayed_connects=counters["relayed_connects"],
             peers=tuple(peers),
             documents=tuple(documents),
         )
@@ -533,19 +586,7 @@ def _relay_address(relay: str | tuple[str, int]) -> tuple[tuple[str, int], bytes
     """``HOST:PORT`` or ``NODE_ID@HOST:PORT`` (which pins the relay's identity)."""
     if isinstance(relay, tuple):
         return _address(relay), None
-    pinned, _, where = relay.rpartition("@")
-    try:
-        relay_id = parse_node_id(pinned) if pinned else None
-    except (ValueError, LocalProtocolError):
-        raise LocalProtocolError(f"relay {relay!r}: expected HOST:PORT or NODE_ID@HOST:PORT") from None
-    address = _address(where)
-    try:
-        ipaddress.ip_address(address[0])
-    except ValueError:
-        raise LocalProtocolError(
-            f"relay {relay!r}: give the relay's numeric IP address (names are not resolved yet)"
-        ) from None
-    return address, relay_id
+    return parse_relay(relay)
 
 
 @asynccontextmanager
@@ -612,19 +653,16 @@ async def open_node(
                     from aetherflow_node import _lan
 
                     tg.start_soon(_lan.run, node, interfaces)
-                async with contextlib.AsyncExitStack() as relay_stack:
-                    if home is not None:
-                        node.home_relay = await relay_stack.enter_async_context(
-                            open_home_relay(endpoint, home[0], relay_id=home[1])
-                        )
-                        from aetherflow_node._hosting import follow_persistence_peer
-
-                        tg.start_soon(follow_persistence_peer, node, node.home_relay)
-                    try:
-                        yield node
-                    finally:
-                        await node._aclose()
-                        tg.cancel_scope.cancel()
+                keepalive = (config or QuantumConfig()).keepalive_interval
+                # The relay answers keepalives: this long without a word, it is gone.
+                node._relay_liveness = max(1.5, 1.5 * keepalive)
+                if home is not None:
+                    await node._start_home_relay(home[0], home[1])
+                try:
+                    yield node
+                finally:
+                    await node._aclose()
+                    tg.cancel_scope.cancel()
     finally:
         for closable in (session_store, store, catalog):
             if closable is not None:

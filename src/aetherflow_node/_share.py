@@ -91,8 +91,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--relay",
         action="append",
         default=[],
-        metavar="HOST:PORT",
-        help="a relay to put in the ticket (repeatable)",
+        metavar="[NODE_ID@]HOST:PORT",
+        help="a relay to put in the ticket (repeatable; default: the node's home relay, if it has one)",
     )
     parser.add_argument(
         "--holder", metavar="NODE_ID", help="bind the token to this node ID: only that node may use it"
@@ -114,6 +114,22 @@ def _recorded_addresses(data_dir: Path) -> tuple[tuple[str, int], ...]:
         except LocalProtocolError:
             continue
     return tuple(found)
+
+
+def _recorded_relay(data_dir: Path) -> tuple[str, ...]:
+    """The home relay the node recorded when it registered (pinned), if it has one."""
+    from aetherflow_node._daemon import RELAY_FILE
+    from aetherflow_node._routes import parse_relay
+
+    try:
+        text = (data_dir / RELAY_FILE).read_text().strip()
+    except OSError:
+        return ()
+    try:
+        parse_relay(text)
+    except LocalProtocolError:
+        return ()
+    return (text,)
 
 
 def _open_catalog(data_dir: Path):  # type: ignore[no-untyped-def]
@@ -139,13 +155,15 @@ def _find(catalog, document: str):  # type: ignore[no-untyped-def]
 
 def _run(args: argparse.Namespace) -> int:
     from aetherflow_node._datadir import load_identity
+    from aetherflow_node._routes import parse_relay, relay_text
     from aetherflow_sdk import uuid7
     from aetherflow_sdk._identity import parse_node_id
     from aetherflow_sdk.session import Permission, describe_ticket, share_ticket
+    from aetherflow_sdk.session._ticket import MAX_ADDRESSES
 
     expires_in = parse_duration(args.expires)
     direct = tuple(parse_address(a) for a in args.address)
-    relays = tuple(f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in map(parse_address, args.relay))
+    relays = tuple(relay_text(*parse_relay(text)) for text in args.relay)
     holder = parse_node_id(args.holder) if args.holder else None
     if args.perm == "serve" and holder is None:
         raise LocalProtocolError("--perm serve is for one persistence peer: give --holder RELAY_NODE_ID")
@@ -161,6 +179,8 @@ def _run(args: argparse.Namespace) -> int:
             )
         if not direct and record is not None:
             direct = _recorded_addresses(data_dir)
+        if not relays and record is not None:
+            relays = _recorded_relay(data_dir)
         if not direct and not relays:
             where = (
                 f"start it once with `aetherflow node --data {data_dir}` (it records where it listens)"
@@ -180,8 +200,8 @@ def _run(args: argparse.Namespace) -> int:
             permission=args.perm,
             expires_in=expires_in,
             now=now,
-            direct=direct,
-            relays=relays,
+            direct=direct[: max(MAX_ADDRESSES - len(relays), 0)],
+            relays=relays[:MAX_ADDRESSES],
             holder=holder,
             name=record.name if record is not None else "",
             secret=record.secret if record is not None else None,

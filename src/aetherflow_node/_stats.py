@@ -105,6 +105,20 @@ class NodeStatistics:
     """mDNS discovery is running (False when off, or when multicast is unavailable)."""
     discovered_peers: int
     """Peers seen on the LAN by mDNS now."""
+    lan_peers: int = 0
+    """Connected peers whose path is ``lan``."""
+    direct_peers: int = 0
+    """Connected peers whose path is ``direct`` (a public address, or punched through NATs)."""
+    relayed_peers: int = 0
+    """Connected peers whose packets go through the home relay."""
+    punch_attempts: int = 0
+    """Hole punches this node asked its home relay for (to dial a peer, or to upgrade a link)."""
+    punch_successes: int = 0
+    """Punches that proved a direct route."""
+    path_upgrades: int = 0
+    """Relayed links this node moved to a direct path (punch, then migrate)."""
+    relayed_connects: int = 0
+    """Connections this node dialled through its home relay."""
     peers: tuple[PeerStatistics, ...] = ()
     """One record per connected peer."""
     documents: tuple[DocumentStatistics, ...] = ()
