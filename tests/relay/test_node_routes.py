@@ -120,3 +120,16 @@ def test_holder_announcements_and_relay_routes_are_validated_strictly() -> None:
             holders_untrusted(message, 64)
     with pytest.raises(LocalProtocolError, match="numeric IP"):
         parse_relay("relay.example:3340")
+
+
+async def test_a_loopback_node_told_of_an_address_it_cannot_send_to_carries_on(tmp_path: Path) -> None:
+    # A socket bound to 127.0.0.1 cannot send to a public address (EINVAL: nothing leaves the
+    # host); a holder announced there is a lost datagram, not the end of the node's endpoint.
+    async with open_node(data_dir=tmp_path / "a", limits=FAST, **loopback()) as alice:  # type: ignore[arg-type]
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(1.0):
+                await alice.mesh.endpoint.connect(("192.0.2.1", 9))  # TEST-NET-1
+        doc = await alice.open_document("notes")
+        doc.insert(0, "still here")
+        await doc.flush()  # the node's tasks still run
+        assert doc.text == "still here"

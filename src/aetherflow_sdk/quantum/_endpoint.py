@@ -68,9 +68,13 @@ _GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)  # the kernel reports the segment 
 _GSO_UNSUPPORTED: Final = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 # Send errors that lose a datagram but leave the socket usable: ICMP errors reported on a later
 # send, a full device queue (ENOBUFS), a netfilter drop (EPERM), a datagram over the path's MTU
-# (EMSGSIZE). Treat them as loss: the protocol's own timers recover, the endpoint task carries on.
+# (EMSGSIZE), a destination this socket cannot send to at all (EINVAL, EADDRNOTAVAIL: a socket
+# bound to loopback and a peer's public address, learnt from another peer). Treat them as loss:
+# the protocol's own timers recover, the endpoint task carries on.
 _LOSS_LIKE_ERRORS: Final = frozenset(
     {
+        errno.EINVAL,
+        errno.EADDRNOTAVAIL,
         errno.ECONNREFUSED,
         errno.EHOSTUNREACH,
         errno.ENETUNREACH,
