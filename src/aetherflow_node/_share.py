@@ -116,6 +116,21 @@ def _recorded_addresses(data_dir: Path) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
+def _ticket_relay(text: str) -> str:
+    """``[NODE_ID@]HOST:PORT`` for a ticket's ``relays`` (a host name is kept as written)."""
+    from aetherflow_sdk._identity import parse_node_id
+
+    pinned, _, where = text.rpartition("@")
+    if pinned:
+        try:
+            parse_node_id(pinned)
+        except (ValueError, LocalProtocolError):
+            raise LocalProtocolError(f"--relay {text!r}: expected HOST:PORT or NODE_ID@HOST:PORT") from None
+    host, port = parse_address(where)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{pinned}@{where}" if pinned else where
+
+
 def _recorded_relay(data_dir: Path) -> tuple[str, ...]:
     """The home relay the node recorded when it registered (pinned), if it has one."""
     from aetherflow_node._daemon import RELAY_FILE
@@ -155,7 +170,6 @@ def _find(catalog, document: str):  # type: ignore[no-untyped-def]
 
 def _run(args: argparse.Namespace) -> int:
     from aetherflow_node._datadir import load_identity
-    from aetherflow_node._routes import parse_relay, relay_text
     from aetherflow_sdk import uuid7
     from aetherflow_sdk._identity import parse_node_id
     from aetherflow_sdk.session import Permission, describe_ticket, share_ticket
@@ -163,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
 
     expires_in = parse_duration(args.expires)
     direct = tuple(parse_address(a) for a in args.address)
-    relays = tuple(relay_text(*parse_relay(text)) for text in args.relay)
+    relays = tuple(_ticket_relay(text) for text in args.relay)
     holder = parse_node_id(args.holder) if args.holder else None
     if args.perm == "serve" and holder is None:
         raise LocalProtocolError("--perm serve is for one persistence peer: give --holder RELAY_NODE_ID")
