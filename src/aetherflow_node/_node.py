@@ -392,7 +392,6 @@ class Node:
             raise LocalProtocolError(f"perm must be 'rw', 'ro' or 'serve', not {perm!r}") from None
         if permission is Permission.SERVE and not holder:
             raise LocalProtocolError("a serve ticket is for one persistence peer: give holder=ITS_NODE_ID")
-        from aetherflow_sdk._identity import parse_node_id
 
         token_id = str(uuid7())
         now = time.time()
