@@ -13,10 +13,10 @@ with (a ticket's ``relays``, or a holder announcement's relay route). Rules (eac
    while we might keep the other. A direct attempt given up is left to finish or fail on its
    own; if it completes late it is closed at once.
 2. **Then the home relay.** A relayed connection to the peer's node ID through this node's
-   home relay (:meth:`HomeRelay.connect_relayed`); where that is not available, a coordinated
-   hole punch through the relay and a direct connection to the address it proved. The relay
-   can only reach nodes registered with it: a peer whose home relay is another one is
-   reachable only directly (there is one home relay per node).
+   home relay (:meth:`HomeRelay.connect_relayed`: the handshake and every packet go through
+   the relay, end to end encrypted, pinned to the peer's ID). The relay can only reach nodes
+   registered with it: a peer whose home relay is another one is reachable only directly
+   (there is one home relay per node).
 3. **Upgrade.** The dialer of a relayed link tries at once to move it to a direct path (punch,
    then migrate: the same connection, sessions and channels kept), and again every
    ``Limits.upgrade_interval`` (60 s, as DERP and iroh do) while it stays relayed. The other
@@ -194,20 +194,12 @@ class Dialer:
         return result
 
     async def _through_relay(self, home: HomeRelay, peer_id: bytes) -> tuple[Connection, Address | None]:
-        counters = self.mesh.counters
-        connect_relayed = getattr(home, "connect_relayed", None)
         try:
-            if connect_relayed is not None:
-                conn: Connection = await connect_relayed(peer_id)
-                counters["relayed_connects"] += 1
-                return conn, None
-            # No relayed handshake in this relay client: punch, then connect directly.
-            address = await self.punch(home, peer_id)
-            if address is None:
-                raise NoRoute("the hole punch found no direct route (and no relayed connect here)")
-            return await self.mesh.endpoint.connect(address, peer_id=peer_id), address
+            conn = await home.connect_relayed(peer_id)
         except RelayRefused as exc:
             raise NoRoute(f"the relay cannot reach the peer: {exc}") from None
+        self.mesh.counters["relayed_connects"] += 1
+        return conn, None
 
     async def punch(self, home: HomeRelay, peer_id: bytes) -> Address | None:
         """One coordinated hole punch through the home relay (counted); the proven address."""

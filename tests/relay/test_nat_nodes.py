@@ -30,7 +30,6 @@ from pathlib import Path
 import attrs
 import pytest
 
-from aetherflow_node._relay_client import HomeRelay
 from aetherflow_sdk.session import Ticket
 from aetherflow_sdk.testing import NatTopology, nat_available, nat_topology
 from aetherflow_sdk.testing._nat import PUBLIC_ADDRESS
@@ -225,7 +224,6 @@ def test_cone_nat_nodes_punch_to_direct_sync_and_survive_a_conntrack_flush(tmp_p
         _wait_metric(w.topo.b.host, "aetherflow_peers", 'path="direct"', 1)
 
 
-@pytest.mark.skipif(not hasattr(HomeRelay, "connect_relayed"), reason="no relayed handshake in this build")
 def test_symmetric_nat_nodes_stay_relayed_sync_and_outlive_a_relay_kill(tmp_path: Path) -> None:
     with _world("symmetric", tmp_path) as w:
         w.editor_a.ask(insert="from a;")
