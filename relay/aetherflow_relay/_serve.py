@@ -14,7 +14,10 @@ Rules:
 3. **Bounded.** At most ``max_documents`` documents; each has a byte quota (``quota_bytes``,
    its stored snapshot plus update log): once a document reaches it, remote updates for it
    are refused and counted (the peer's session goes on), and its statistics say so.
-4. **Across restarts** the node reopens, from its catalog, the documents it held by a serve
+4. **It dials nobody a ticket names.** The holders link to it (they learn its address from their
+   relay); it joins with the ticket's token only, so a SERVE cannot aim the relay's handshakes
+   at an address of the sender's choosing. It dials only the holders it has met, a few times.
+5. **Across restarts** the node reopens, from its catalog, the documents it held by a serve
    ticket or that are still allowed; the holders then find it again through their relay.
 """
 
@@ -196,7 +199,9 @@ class DocumentHost:
                 reason=f"this relay serves its maximum of {self.config.max_documents} documents",
             ))  # fmt: skip
         try:
-            document = await self.node.open_document(ticket_text)
+            # Without the ticket's addresses: the holders come to the persistence peer, and a SERVE
+            # must not make the relay send handshakes, for good, to addresses the sender chose.
+            document = await self.node.open_document(attrs.evolve(checked, direct=(), relays=()).encode())
         except (AetherFlowError, OSError) as exc:
             return self._refuse(Served(document=doc_id, code=ServeCode.FAILED, reason=str(exc)))
         document.quota_bytes = self.config.quota_bytes

@@ -54,6 +54,7 @@ async def test_a_document_hosted_on_the_relay_reaches_a_joiner_while_its_creator
             await registered(alice)
             doc = await alice.open_document("notes")
             await alice.host_on_relay(doc)
+            assert alice.address not in host.node.mesh._dialing_addresses  # alice comes to it
             doc.insert(0, "written by alice")
             ticket = alice.share(doc, user="bob", perm="rw")
             await wait_until(lambda: served_text(host, doc.doc_id) == "written by alice", 10,
