@@ -55,7 +55,6 @@ from aetherflow_node._routes import (
     home_route,
     is_relayed,
     relay_route_untrusted,
-    same_relay,
 )
 from aetherflow_sdk import AetherFlowError, AuthError, BadPacket, ConnectionClosed
 from aetherflow_sdk._identity import verify_signature
@@ -699,24 +698,7 @@ class Mesh:
             # left the new holder never meeting the others. The channel name is a keyed hash of
             # the document's secret, so only a holder can send it, and a holder named here must
             # still present a valid token when we dial it.
-            holders, routes = holders_untrusted(message, MAX_HOLDERS_IN_MESSAGE)
-            home = self.node.home_relay
-            for node_id, address in holders:
-                if node_id != self.my_id and node_id not in self.links:
-                    self.node.catalog.add_holder(document.doc_id, node_id, address)
-                    self.want(address, node_id, persistent=False, relay=routes.get(node_id))
-            direct = {node_id for node_id, _ in holders}
-            for node_id, route in routes.items():
-                # A holder reached only through a relay: dial it through ours, if it is the same
-                # relay (one home relay per node; a holder at another relay stays out of reach).
-                if (
-                    node_id not in direct
-                    and node_id != self.my_id
-                    and node_id not in self.links
-                    and home is not None
-                    and same_relay(home, route)
-                ):
-                    self.want(None, node_id, persistent=False, relay=route)
+            self.dialer.take_holders(document.doc_id, holders_untrusted(message, MAX_HOLDERS_IN_MESSAGE))
         elif kind == "revoke":
             if document.doc_id not in link.docs:
                 return  # only from a peer we share the document with
@@ -741,29 +723,13 @@ class Mesh:
         ]
         others = others[:MAX_HOLDERS_IN_MESSAGE]
         if others:
-            self._send_control(link, self._holders_message(channel_name, others))
+            self._send_control(link, self.dialer.holders_message(channel_name, others))
         for other in others:
-            self._send_control(other, self._holders_message(channel_name, [link]))
+            self._send_control(other, self.dialer.holders_message(channel_name, [link]))
         for token_id, until, signature in self.node.catalog.revocations(document.doc_id, time.time()):
             self._send_control(
                 link, {"k": "revoke", "c": channel_name, "j": token_id, "u": until, "s": signature}
             )
-
-    def _link_route(self, link: Link) -> str | None:
-        """The relay route of ``link``'s peer: what its hello said, else ours if it is relayed here."""
-        if link.peer_relay is not None:
-            return link.peer_relay
-        return home_route(self.node.home_relay) if is_relayed(link.conn) else None
-
-    def _holders_message(self, channel_name: bytes, links: list[Link]) -> dict[str, Any]:
-        """``h``: [node ID, host, port] of each holder with a direct address (as ever); ``r``:
-        [node ID, relay route] of each holder with a relay. Older nodes read ``h`` alone."""
-        direct = [[o.peer_id, o.address[0], o.address[1]] for o in links if o.address is not None]
-        relayed = [[o.peer_id, route] for o in links if (route := self._link_route(o)) is not None]
-        message: dict[str, Any] = {"k": "holders", "c": channel_name, "h": direct}
-        if relayed:
-            message["r"] = relayed
-        return message
 
     def apply_revocation(self, document: Document, token_id: str, until: float, signature: bytes) -> bool:
         """A revocation signed by the document's issuer: refuse the token from now on.

@@ -210,6 +210,51 @@ class Dialer:
             counters["punch_successes"] += 1
         return outcome.address
 
+    # -- holder announcements (the mesh's rule 4, with routes) -----------------------------------
+
+    def link_route(self, link: Link) -> str | None:
+        """The relay route of ``link``'s peer: what its hello said, else ours if it is relayed here."""
+        if link.peer_relay is not None:
+            return link.peer_relay
+        return home_route(self.home) if is_relayed(link.conn) else None
+
+    def holders_message(self, channel_name: bytes, links: list[Link]) -> dict[str, Any]:
+        """``h``: [node ID, host, port] of each holder with a direct address (as ever; a relayed
+        link has none: its packets come from the relay's address); ``r``: [node ID, relay route]
+        of each holder with a relay. Older nodes read ``h`` and ignore ``r``."""
+        direct = [[o.peer_id, o.address[0], o.address[1]] for o in links if o.address is not None]
+        relayed = [[o.peer_id, route] for o in links if (route := self.link_route(o)) is not None]
+        message: dict[str, Any] = {"k": "holders", "c": channel_name, "h": direct}
+        if relayed:
+            message["r"] = relayed
+        return message
+
+    def take_holders(
+        self, doc_id: str, announced: tuple[list[tuple[bytes, Address]], dict[bytes, str]]
+    ) -> None:
+        """Dial the holders a peer announced (parsed by :func:`holders_untrusted`)."""
+        mesh = self.mesh
+        holders, routes = announced
+        for node_id, address in holders:
+            if node_id != mesh.my_id and node_id not in mesh.links:
+                mesh.node.catalog.add_holder(doc_id, node_id, address)
+                mesh.want(address, node_id, persistent=False, relay=routes.get(node_id))
+        direct = {node_id for node_id, _ in holders}
+        home = self.home
+        for node_id, route in routes.items():
+            # A holder reached only through a relay: dial it through ours, if it is the same
+            # relay (one home relay per node; a holder at another relay stays out of reach).
+            if (
+                node_id not in direct
+                and node_id != mesh.my_id
+                and node_id not in mesh.links
+                and home is not None
+                and same_relay(home, route)
+            ):
+                mesh.want(None, node_id, persistent=False, relay=route)
+
+    # -- upgrades ---------------------------------------------------------------------------------
+
     async def upgrade(self, link: Link) -> bool:
         """Rule 3, once: punch and migrate a relayed link. True if it is direct now."""
         home = self.home

@@ -160,7 +160,7 @@ def _editor(namespace: Namespace, data: Path, ticket: Ticket, port: int) -> Proc
 
 
 @contextlib.contextmanager
-def _world(kind: str, tmp: Path) -> Iterator[World]:
+def _world(kind: str, tmp: Path, *b_args: str) -> Iterator[World]:
     with nat_topology(kind, kind) as topo:  # type: ignore[arg-type]
         relay = _start_relay(topo, tmp)
         relay_id = relay.seen[0].split()[1]
@@ -177,7 +177,7 @@ def _world(kind: str, tmp: Path) -> Iterator[World]:
         ticket = Ticket.parse(shared.stdout)
         assert ticket.relays == (route,), ticket.relays  # the node's home relay, pinned
         assert all(host != topo.a.public_address for host, _ in ticket.direct)  # private addresses only
-        b = _node(topo.b.host, tmp / "b", None, "--name", "b", "--join", shared.stdout.strip())
+        b = _node(topo.b.host, tmp / "b", None, "--name", "b", "--join", shared.stdout.strip(), *b_args)
         port_b = _port(b.wait_for("listening on"))
         b.wait_for("joined 'notes'")
         # B had no relay of its own: it adopted the ticket's.
@@ -206,6 +206,11 @@ def test_cone_nat_nodes_punch_to_direct_sync_and_survive_a_conntrack_flush(tmp_p
         _wait_metric(w.topo.b.host, "aetherflow_peers", 'path="direct"', 1)
         assert _node_metric(w.topo.b.host, "aetherflow_peers", 'path="relayed"') == 0
         assert _node_metric(w.topo.b.host, "aetherflow_punch_successes_total") >= 1
+        # It got there through the relay first (a relayed handshake), then moved: the upgrade.
+        assert _node_metric(w.topo.b.host, "aetherflow_relayed_connects_total") >= 1
+        assert _node_metric(w.topo.b.host, "aetherflow_path_upgrades_total") >= 1
+        assert _node_metric(w.topo.a.host, "aetherflow_path_upgrades_total") == 0  # only the dialer upgrades
+        assert w.relay_metric("aetherflow_relay_relayed_packets_total") > 0
         connections = _node_metric(w.topo.b.host, "aetherflow_connections_opened_total")
         # Direct: whatever the relay forwarded while the link was being set up, it forwards no more.
         relayed = w.relay_metric("aetherflow_relay_relayed_packets_total")
@@ -225,14 +230,19 @@ def test_cone_nat_nodes_punch_to_direct_sync_and_survive_a_conntrack_flush(tmp_p
 
 
 def test_symmetric_nat_nodes_stay_relayed_sync_and_outlive_a_relay_kill(tmp_path: Path) -> None:
-    with _world("symmetric", tmp_path) as w:
+    with _world("symmetric", tmp_path, "--upgrade-interval", "0.5") as w:
         w.editor_a.ask(insert="from a;")
         w.editor_b.ask(wait="from a;")
         w.editor_b.ask(insert="from b;")
         w.editor_a.ask(wait="from b;")
         _wait_metric(w.topo.b.host, "aetherflow_peers", 'path="relayed"', 1)
-        assert _node_metric(w.topo.b.host, "aetherflow_punch_attempts_total") >= 1
+        # B tries for a direct path at once and again every upgrade interval; every punch fails.
+        deadline = time.monotonic() + WAIT
+        while _node_metric(w.topo.b.host, "aetherflow_punch_attempts_total") < 2:
+            assert time.monotonic() < deadline, "B did not try to upgrade again"
+            time.sleep(0.2)
         assert _node_metric(w.topo.b.host, "aetherflow_punch_successes_total") == 0
+        assert _node_metric(w.topo.b.host, "aetherflow_path_upgrades_total") == 0
         assert w.relay_metric("aetherflow_relay_relayed_packets_total") > 0
         # The relay dies mid-edit; edits made meanwhile are durable locally and arrive after.
         w.editor_a.ask(insert="one;")

@@ -95,6 +95,38 @@ async def test_the_dialer_upgrades_a_relayed_link_to_a_direct_path(tmp_path: Pat
             await wait_until(lambda: doc_b.text == "hello again", 10, "the session survived", bob)
 
 
+async def test_a_relayed_holder_is_announced_by_its_relay_route_not_the_relays_address(
+    tmp_path: Path,
+) -> None:
+    async with serve_relay(("127.0.0.1", 0)) as relay:
+        where = f"{format_node_id(relay.node_id)}@127.0.0.1:{relay.address[1]}"
+        async with (
+            open_node(data_dir=tmp_path / "a", relay=where, **loopback()) as alice,  # type: ignore[arg-type]
+            open_node(data_dir=tmp_path / "b", relay=where, **loopback()) as bob,  # type: ignore[arg-type]
+        ):
+            assert alice.home_relay is not None and bob.home_relay is not None
+            with anyio.fail_after(10):
+                await alice.home_relay.wait_registered()
+                await bob.home_relay.wait_registered()
+            doc_a = await alice.open_document("notes")
+            await bob.open_document(alice.share(doc_a, user="bob", perm="rw"))
+            await wait_until(lambda: len(alice.peers) == 1, 10, "linked", alice)
+            (bob_link,) = alice.mesh.links.values()
+            await wait_until(lambda: bob_link.peer_relay is not None, 10, "bob's hello", alice)
+            channel = doc_a.record.channel_name
+            direct = alice.mesh.dialer.holders_message(channel, [bob_link])
+            assert direct["h"] == [[bob.identity.node_id, *bob.address]]
+            assert direct["r"] == [[bob.identity.node_id, where]]  # bob's hello named his relay
+            # Relayed (bob's side moves it; alice's follows): no address is announced for bob
+            # (a relayed link's peer_address is the relay's), only his relay route.
+            (link,) = bob.mesh.links.values()
+            await link.conn.migrate_to_path(bob.home_relay.relayed_path(alice.identity.node_id))
+            await wait_until(lambda: alice.peers[0].path == "relayed", 10, "alice follows", alice)
+            assert alice.peers[0].address == relay.address
+            relayed = alice.mesh.dialer.holders_message(channel, [bob_link])
+            assert relayed["h"] == [] and relayed["r"] == [[bob.identity.node_id, where]]
+
+
 def test_holder_announcements_and_relay_routes_are_validated_strictly() -> None:
     node = bytes(range(32))
     route = f"{format_node_id(node)}@100.64.0.1:3340"
