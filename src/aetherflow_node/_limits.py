@@ -40,7 +40,8 @@ class Limits:
     backoff_base: float = 0.25
     backoff_cap: float = 30.0
     direct_timeout: float = 1.0
-    """With a home relay: how long one direct address gets to answer before the relay is tried."""
+    """With a home relay: how long a peer's direct addresses get to answer (shared; each at
+    least a quarter of it) before the relay is tried."""
     upgrade_interval: float = 60.0
     """While a link this node dialled is relayed: seconds between attempts to punch to a direct path."""
 

@@ -5,12 +5,13 @@ A peer's **route** is what this node knows of where it is: its node ID, its dire
 with (a ticket's ``relays``, or a holder announcement's relay route). Rules (each tested):
 
 1. **Direct first.** The direct addresses are tried in turn. When this node has a home relay
-   and the peer's ID is known, each gets only ``Limits.direct_timeout`` (1 s): a reachable
-   address answers a handshake within one round trip, so waiting the whole handshake timeout
-   for an address behind someone's NAT only delays the relay. We do not race the relay against
-   the direct attempt (happy eyeballs): two connections that both complete would reach the
-   peer as two links from one dialer, and the peer keeps the newer one (the mesh's rule 1)
-   while we might keep the other. A direct attempt given up is left to finish or fail on its
+   and the peer's ID is known, they share ``Limits.direct_timeout`` (1 s; each gets at least a
+   quarter of it): a reachable address answers a handshake within one round trip, so waiting
+   the whole handshake timeout for addresses behind someone's NAT only delays the relay (and a
+   reachable address missed in a hurry is found again by the upgrade's punch). We do not race
+   the relay against the direct attempts (happy eyeballs): two connections that both complete
+   would reach the peer as two links from one dialer, and the peer keeps the newer one (the
+   mesh's rule 1) while we might keep the other. A direct attempt given up is left to finish or fail on its
    own; if it completes late it is closed at once.
 2. **Then the home relay.** A relayed connection to the peer's node ID through this node's
    home relay (:meth:`HomeRelay.connect_relayed`: the handshake and every packet go through
@@ -148,11 +149,17 @@ class Dialer:
             mesh.counters["foreign_relay_routes"] += 1  # the peer's relay is not ours: direct only
             relay_ok = False
         last: Exception | None = None
-        for address in list(route.addresses):
+        addresses = list(route.addresses)
+        # With a relay to fall back on, the direct addresses share Limits.direct_timeout (each
+        # gets at least a quarter of it): a ticket's private and loopback addresses, out of
+        # reach behind another NAT, cost one timeout together, not one each.
+        timeout = self.mesh.limits.direct_timeout
+        each = max(timeout / max(len(addresses), 1), timeout / 4)
+        for address in addresses:
             mesh.counters["connections_dialed"] += 1
             try:
                 if relay_ok:
-                    return await self._direct_within(address, route.node_id), address
+                    return await self._direct_within(address, route.node_id, each), address
                 return await mesh.endpoint.connect(address, peer_id=route.node_id), address
             except (AetherFlowError, OSError, TimeoutError) as exc:
                 last = exc
@@ -162,8 +169,8 @@ class Dialer:
         assert home is not None and route.node_id is not None
         return await self._through_relay(home, route.node_id)
 
-    async def _direct_within(self, address: Address, peer_id: bytes | None) -> Connection:
-        """``endpoint.connect`` given ``Limits.direct_timeout``; a late success is closed."""
+    async def _direct_within(self, address: Address, peer_id: bytes | None, timeout: float) -> Connection:
+        """``endpoint.connect`` given ``timeout`` seconds; a late success is closed."""
         outcome: list[Connection | BaseException] = []
         done = anyio.Event()
         state = {"given_up": False}
@@ -182,7 +189,7 @@ class Dialer:
             done.set()
 
         self.mesh._spawn(attempt)
-        with anyio.move_on_after(self.mesh.limits.direct_timeout):
+        with anyio.move_on_after(timeout):
             await done.wait()
         if not outcome:
             state["given_up"] = True

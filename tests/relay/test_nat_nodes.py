@@ -184,7 +184,13 @@ def _world(kind: str, tmp: Path, *b_args: str) -> Iterator[World]:
         assert f"public address {topo.b.public_address}:" in b.wait_for("registered with relay")
         editor_a = _editor(topo.a.host, tmp / "ea", ticket, port_a)
         editor_b = _editor(topo.b.host, tmp / "eb", ticket, port_b)
-        yield World(topo=topo, tmp=tmp, relay=relay, a=a, b=b, editor_a=editor_a, editor_b=editor_b)
+        world = World(topo=topo, tmp=tmp, relay=relay, a=a, b=b, editor_a=editor_a, editor_b=editor_b)
+        try:
+            yield world
+        finally:  # SIGKILL: nothing here needs a graceful exit, and the namespaces' own stop is slower
+            for proc in (world.editor_a, world.editor_b, world.a, world.b, world.relay):
+                proc.process.kill()
+                proc.process.wait(timeout=10)
 
 
 def _node_metric(side: Namespace, name: str, labels: str = "") -> float:
