@@ -497,9 +497,15 @@ class HomeRelay:
         return self.client
 
     def relayed_path(self, peer: bytes) -> RelayPath:
+        """The path to ``peer`` through this relay; its tag follows re-registrations.
+
+        Its address is the one the live connection to the relay uses (the relay as resolved:
+        DELIVERs are matched by their source address), else the relay's address as given.
+        """
         client = self.client
         size = client.registration.max_packet_size if client and client.registration else 1400
-        return RelayPath(self.relay_address, tag=self._tag, peer=peer, max_packet_size=size)
+        address = client.relay_address if client is not None else self.relay_address
+        return RelayPath(address, tag=self._tag, peer=peer, max_packet_size=size)
 
     async def punch(self, peer: bytes, candidates: tuple[Address, ...] = ()) -> PunchOutcome:
         return await (await self.wait_registered()).punch(peer, candidates)

@@ -13,7 +13,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from aetherflow_node._relay_client import RelayPath, open_home_relay, open_relay_client
+from aetherflow_node._relay_client import MAX_NEW_RELAYED_PATHS, RelayPath, open_home_relay, open_relay_client
 from aetherflow_node._relay_wire import encode_send
 from aetherflow_relay._shell import serve_relay
 from aetherflow_sdk import quantum
@@ -74,7 +74,10 @@ async def _made_through_the_relay() -> None:
             tap_a, tap_b = await _tap(taps, relay.address), await _tap(taps, relay.address)
             async with (
                 open_home_relay(
-                    ea, tap_a.address, relay_id=relay.node_id, candidates=(ea.local_address,)
+                    ea,
+                    ("localhost", tap_a.address[1]),
+                    relay_id=relay.node_id,
+                    candidates=(ea.local_address,),
                 ) as ha,
                 open_home_relay(
                     eb, tap_b.address, relay_id=relay.node_id, candidates=(eb.local_address,)
@@ -91,6 +94,7 @@ async def _made_through_the_relay() -> None:
                 assert isinstance(conn_a.path, RelayPath) and isinstance(conn_b.path, RelayPath)
                 assert conn_a.peer_id == eb.node_id and conn_b.peer_id == ea.node_id
                 assert conn_b.path.peer_id == ea.node_id
+                assert conn_a.path.address == tap_a.address  # A named its relay "localhost": resolved
                 start = relay.statistics().forwarded_packets
                 for i in range(20):
                     await conn_a.send(b"secret up %03d " % i * 20)
@@ -153,6 +157,17 @@ async def test_connect_relayed_to_an_unregistered_node_fails_clearly_and_stray_d
             assert cb.relayed_dropped["not_initial"] == 3 and cb.relayed_paths_opened >= 2
             after = eb.statistics()
             assert after.framed_datagrams_dropped == before.framed_datagrams_dropped
+            # A flood of INITIALs through the relay: at most MAX_NEW_RELAYED_PATHS paths a second.
+            opened, limited = cb.relayed_paths_opened, cb.relayed_dropped["rate"]
+            initial = bytes((0x53,)) + bytes(range(32)) + bytes((1, 1)) + bytes(1198)
+            offered = [cb._path_for(initial) for _ in range(200)]
+            made = sum(path is not None for path in offered)
+            # The bucket holds MAX_NEW_RELAYED_PATHS, less what the real connection took (+ a refill).
+            assert MAX_NEW_RELAYED_PATHS - opened <= made <= MAX_NEW_RELAYED_PATHS + 5
+            assert cb.relayed_paths_opened - opened == made
+            assert cb.relayed_dropped["rate"] - limited == 200 - made
+            path = next(p for p in offered if p is not None)
+            assert path.peer_id == bytes(range(32)) and path.address == relay.address
 
 
 async def test_a_peer_that_moves_its_direct_connection_onto_the_relay_is_followed_without_add_path() -> None:
