@@ -8,8 +8,9 @@ editor (an SDK node in a process, linked to its own node over loopback) that mak
 * cone NAT (plain MASQUERADE): the punch through the relay succeeds, B reports the path as
   "direct", the relay's forwarding counters stop growing, and after a conntrack flush in both
   NATs the same connection carries the edits on;
-* symmetric NAT (``--random-fully``): the punch fails, the link stays "relayed" and carries the
-  edits both ways; the relay is killed with SIGKILL mid-edit and started again (same key, same
+* symmetric NAT (``--random-fully``): the punch fails (at once, and at every upgrade interval),
+  the link stays "relayed" and carries the edits both ways, through a conntrack flush in both
+  NATs too (new public ports: the relay follows them); the relay is killed with SIGKILL mid-edit and started again (same key, same
   port): the nodes register again, and every durable edit reaches the other side.
 """
 
@@ -250,6 +251,14 @@ def test_symmetric_nat_nodes_stay_relayed_sync_and_outlive_a_relay_kill(tmp_path
         assert _node_metric(w.topo.b.host, "aetherflow_punch_successes_total") == 0
         assert _node_metric(w.topo.b.host, "aetherflow_path_upgrades_total") == 0
         assert w.relay_metric("aetherflow_relay_relayed_packets_total") > 0
+        # NAT rebinding on the relayed path: each NAT gives its node a new public port toward the
+        # relay; the relay follows each node's connection there, and the link carries on.
+        connections = _node_metric(w.topo.b.host, "aetherflow_connections_opened_total")
+        w.topo.a.flush_conntrack()
+        w.topo.b.flush_conntrack()
+        w.editor_b.ask(insert="after the flush;")
+        w.editor_a.ask(wait="after the flush;")
+        assert _node_metric(w.topo.b.host, "aetherflow_connections_opened_total") == connections
         # The relay dies mid-edit; edits made meanwhile are durable locally and arrive after.
         w.editor_a.ask(insert="one;")
         w.relay.process.send_signal(signal.SIGKILL)
@@ -261,5 +270,5 @@ def test_symmetric_nat_nodes_stay_relayed_sync_and_outlive_a_relay_kill(tmp_path
         w.b.wait_for("registered with relay")
         text_b = str(w.editor_b.ask(wait="two;")["text"])
         text_a = str(w.editor_a.ask(wait="three;")["text"])
-        for edit in ("from a;", "from b;", "one;", "two;", "three;"):
+        for edit in ("from a;", "from b;", "after the flush;", "one;", "two;", "three;"):
             assert edit in text_a and edit in text_b, (edit, text_a, text_b)
