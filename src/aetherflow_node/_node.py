@@ -609,7 +609,10 @@ async def open_node(
     of open documents on the LAN (mDNS; ``interfaces`` limits it to those addresses).
     ``relay`` (``HOST:PORT`` or ``NODE_ID@HOST:PORT``) is the node's home relay: the node
     registers there and keeps the registration (``node.home_relay``: the observed public
-    address, hole punching, relayed paths). ``seed`` makes the backoff jitter reproducible.
+    address, hole punching, relayed paths); peers it cannot reach directly are reached through
+    it, and relayed links are upgraded to direct paths (``_routes.py``). Without one, a node
+    adopts the relay of the first ticket it joins that names one. ``seed`` makes the backoff
+    jitter reproducible.
     """
     home = _relay_address(relay) if relay is not None else None
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
