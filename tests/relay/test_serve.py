@@ -71,8 +71,19 @@ async def test_a_document_hosted_on_the_relay_reaches_a_joiner_while_its_creator
             doc = await alice.open_document(doc_id)
             await wait_until(lambda: doc.text == "bob: written by alice", 15, "alice got bob's edit",
                              alice, host.node)  # fmt: skip
+        # A joiner with no relay of its own adopts the ticket's (alice's home relay) and so finds
+        # the persistence peer too, with alice offline again.
+        assert ticket_relays(ticket)
+        async with open_node(data_dir=tmp_path / "c", name="carol", **loopback()) as carol:  # type: ignore[arg-type]
+            doc_c = await carol.open_document(ticket)
+            await wait_until(lambda: doc_c.text == "bob: written by alice", 15, "carol caught up",
+                             carol, host.node)  # fmt: skip
         stats = host.statistics()
         assert stats.documents == 1 and stats.serve_accepted == 1 and stats.storage_bytes > 0
+
+
+def ticket_relays(text: str) -> tuple[str, ...]:
+    return Ticket.parse(text).relays
 
 
 # ------------------------------------------------------------------ which tickets a relay takes
