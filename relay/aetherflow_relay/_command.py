@@ -201,6 +201,9 @@ def resolve_settings(
     return resolved
 
 
+_METAVARS: Final = {"data_dir": "DIR", "serve_port": "PORT", "quota_bytes": "BYTES", "max_documents": "N"}
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, help="a TOML file of settings (flags and env vars override it)"
@@ -215,7 +218,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         elif setting.name == "serve":
             parser.add_argument(flag, action="append", metavar="DOC_ID", help=f"{setting.help} [{env}]")
         else:
-            parser.add_argument(flag, help=f"{setting.help} (default {setting.default}) [{env}]")
+            default = "" if "default" in setting.help else f" (default {setting.default})"
+            metavar = _METAVARS.get(setting.name)
+            parser.add_argument(flag, metavar=metavar, help=f"{setting.help}{default} [{env}]")
 
 
 class _JsonFormatter(logging.Formatter):
