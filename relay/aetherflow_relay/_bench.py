@@ -11,6 +11,9 @@ forwarding latency p50/p99/max (goal p99 <= 5 ms on loopback), frames lost and t
 drop counters (from its ``/metrics``), the relay's CPU during the window (from /proc, user and
 system apart) per forwarded packet, the client processes' CPU apart from it, the relay's
 resident memory per registered client, and the load average when the run began.
+
+``--scenario direct`` and ``--scenario paths`` run through real NATs and the link emulator
+in network namespaces (root): see :mod:`aetherflow_relay._bench_nat`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from aetherflow_node._cli import Subcommand
 from aetherflow_sdk._errors import LocalProtocolError
 
 GOAL_P99_MS = 5.0
-SCENARIOS = ("forwarding",)
+SCENARIOS = ("forwarding", "direct", "paths")
 
 
 def _peer_counts(text: str) -> tuple[int, ...]:
@@ -44,7 +47,9 @@ def _peer_counts(text: str) -> tuple[int, ...]:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", choices=SCENARIOS, default="forwarding",
-                        help="forwarding: many peers through one relay on loopback (default)")  # fmt: skip
+                        help="forwarding: many peers through one relay on loopback (default); direct: "
+                             "a node's start to a direct path through cone NATs; paths: relayed vs "
+                             "direct latency through the link emulator (these two need root)")  # fmt: skip
     parser.add_argument("--peers", default="100,500,1000",
                         help="forwarding: simulated nodes, a run each (default 100,500,1000)")  # fmt: skip
     parser.add_argument("--processes", type=int, default=4, help="forwarding: client processes (default 4)")
@@ -53,6 +58,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=200, help="payload bytes (default 200)")
     parser.add_argument("--duration", type=float, default=8.0,
                         help="forwarding: seconds of traffic per run (default 8)")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=3, help="direct: node starts measured (default 3)")
+    parser.add_argument("--messages", type=int, default=1000,
+                        help="paths: messages timed over each path (default 1000)")  # fmt: skip
+    parser.add_argument("--delay", type=float, default=20.0,
+                        help="paths: one-way delay of each emulated link in ms (default 20)")  # fmt: skip
+    parser.add_argument("--loss", type=float, default=1.0,
+                        help="paths: loss of each emulated link in percent (default 1)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -224,7 +236,12 @@ def _run(args: argparse.Namespace) -> int:
         run_peer_process((host, int(port)), bytes.fromhex(relay_id), int(count), rate=args.rate,
                          size=args.size, duration=args.duration, seed=args.seed)  # fmt: skip
         return 0
-    result = _forwarding(args)
+    if args.scenario == "forwarding":
+        result = _forwarding(args)
+    else:
+        from aetherflow_relay import _bench_nat
+
+        result = _bench_nat.run_scenario(args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

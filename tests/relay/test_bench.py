@@ -41,3 +41,46 @@ def test_bad_peer_counts_are_one_line_and_status_2(peers: str, capsys: pytest.Ca
     assert main(["bench", "relay", "--peers", peers]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--peers" in err
+
+
+netns = pytest.mark.netns
+
+
+def _nat_reason() -> str | None:
+    from aetherflow_sdk.testing import nat_available
+
+    return nat_available()
+
+
+@netns
+@pytest.mark.skipif(_nat_reason() is not None, reason=str(_nat_reason()))
+def test_direct_scenario_times_a_start_to_a_direct_path(tmp_path: Path) -> None:
+    out = tmp_path / "direct.json"
+    argv = [AETHERFLOW, "bench", "relay", "--scenario", "direct", "--runs", "1", "--json", str(out)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["scenario"] == "direct" and len(report["runs"]) == 1
+    run = report["runs"][0]
+    assert run["direct"] and run["messages_received"] == 20
+    assert run["relayed_packets_meanwhile"] == 0  # the messages went direct: the relay forwarded none
+    parts = run["startup_s"] + run["registration_s"] + run["punch_s"] + run["handshake_s"]
+    assert 0 < parts == pytest.approx(run["start_to_direct_s"])
+
+
+@netns
+@pytest.mark.skipif(_nat_reason() is not None, reason=str(_nat_reason()))
+def test_paths_scenario_compares_relayed_and_direct_latency(tmp_path: Path) -> None:
+    out = tmp_path / "paths.json"
+    argv = [AETHERFLOW, "bench", "relay", "--scenario", "paths", "--messages", "20", "--delay", "5",
+            "--loss", "0", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["scenario"] == "paths"
+    direct, relayed = report["direct"], report["relayed"]
+    assert direct["received"] == relayed["received"] == 20  # no loss configured: every message arrives
+    assert relayed["relayed_packets"] >= 20 and direct["relayed_packets"] <= 4  # which path carried it
+    for path in (direct, relayed):
+        assert 5 <= path["p50_ms"] <= path["p99_ms"] <= path["max_ms"]  # the link's 5 ms one way at least
+    assert report["ratio"]["p50"] == pytest.approx(relayed["p50_ms"] / direct["p50_ms"])
