@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import re
 import signal
-import sys
 import tomllib
 import uuid
 from collections.abc import Callable, Mapping
@@ -136,7 +134,8 @@ SETTINGS: Final = (
     _Setting(name="max_packet_size", parse=int, default=1400, help="largest packet forwarded"),
     _Setting(name="metrics", parse=_address, default=None,
              help="serve Prometheus /metrics and /healthz on HOST:PORT"),
-    _Setting(name="log_format", parse=str, default="text", help="text or json"),
+    _Setting(name="log_format", parse=str, default="text", help="log lines: text, json or kv (logfmt)"),
+    _Setting(name="log_level", parse=str, default="info", help="debug, info, warning or error"),
     _Setting(name="data_dir", parse=lambda v: Path(v).expanduser() if v else None, default=None,
              help="host documents too (a persistence peer): the node's data directory, its key the relay's"),
     _Setting(name="serve_port", parse=_port, default=None,
@@ -182,8 +181,16 @@ def resolve_settings(
             resolved[setting.name] = setting.parse(value)
         except (ValueError, TypeError, LocalProtocolError) as exc:
             raise LocalProtocolError(f"{source}: {exc}") from None
-    if resolved["log_format"] not in ("text", "json"):
-        raise LocalProtocolError(f"log format must be text or json, got {resolved['log_format']!r}")
+    from aetherflow_node._logging import LOG_FORMATS, LOG_LEVELS
+
+    if resolved["log_format"] not in LOG_FORMATS:
+        raise LocalProtocolError(
+            f"log format must be one of {', '.join(LOG_FORMATS)}, got {resolved['log_format']!r}"
+        )
+    if resolved["log_level"].lower() not in LOG_LEVELS:
+        raise LocalProtocolError(
+            f"log level must be one of {', '.join(LOG_LEVELS)}, got {resolved['log_level']!r}"
+        )
     if resolved["data_dir"] is None and resolved["serve"]:
         raise LocalProtocolError("--serve needs --data-dir DIR (where the hosted documents are stored)")
     if resolved["data_dir"] is not None:
@@ -223,28 +230,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, metavar=metavar, help=f"{setting.help}{default} [{env}]")
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        skip = set(vars(logging.makeLogRecord({}))) | {"message", "taskName"}
-        body = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                "msg": record.getMessage()}  # fmt: skip
-        body.update({k: v for k, v in vars(record).items() if k not in skip})
-        return json.dumps(body, default=str)
-
-
-def _configure_logging(log_format: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("aetherflow")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-
-
 def _run(args: argparse.Namespace) -> int:
     flags = {s.name: getattr(args, s.name) for s in SETTINGS}
     for name in ("trust", "serve"):
@@ -255,12 +240,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _main(settings: dict[str, Any]) -> int:
+    from aetherflow_node._logging import configure_logging
     from aetherflow_relay._core import RelayConfig
     from aetherflow_relay._metrics import serve_relay_metrics
     from aetherflow_relay._shell import serve_relay
     from aetherflow_sdk.session import TokenVerifier
 
-    _configure_logging(settings["log_format"])
+    configure_logging(settings["log_format"], settings["log_level"])  # the node's formats
     config = RelayConfig(
         max_clients=settings["max_clients"],
         max_pending=settings["max_pending"],

@@ -1,36 +1,26 @@
 """Prometheus metrics and a health endpoint for a relay: ``/metrics`` and ``/healthz``.
 
 The collector reads only :class:`RelayStatistics`, always on the relay's event loop (the HTTP
-server runs in a thread and asks the loop for a snapshot).
+server runs in a thread and asks the loop for a snapshot). The server is the node's
+(:mod:`aetherflow_node._metrics`); only the collectors and the health answer are the relay's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
-import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.from_thread
-import anyio.lowlevel
-import anyio.to_thread
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aetherflow_node._metrics import caller_on_loop, serve_registry
 from aetherflow_relay._core import RelayStatistics
-from aetherflow_sdk._errors import LocalProtocolError
 
 if TYPE_CHECKING:
     from aetherflow_relay._shell import Relay
-
-logger = logging.getLogger("aetherflow.relay.metrics")
 
 
 class RelayCollector(Collector):
@@ -71,91 +61,28 @@ class RelayCollector(Collector):
         yield refused
 
 
-class _LoopGone(Exception):
-    pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(
-        self, address: tuple[str, int], registry: CollectorRegistry, health: Callable[[], Any]
-    ) -> None:
-        self.registry = registry
-        self.health = health
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 10
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        try:
-            if path == "/metrics":
-                self._send(
-                    200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.server.registry)
-                )
-            elif path == "/healthz":
-                self._send(200, "application/json", json.dumps(self.server.health()).encode() + b"\n")
-            else:
-                self._send(404, "text/plain", b"not found: try /metrics or /healthz\n")
-        except _LoopGone:
-            self._send(503, "text/plain", b"the relay's event loop did not answer\n")
-
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("metrics " + format, *args)
+def relay_health(relay: Relay, statistics: RelayStatistics) -> tuple[int, dict[str, Any]]:
+    """The relay's ``/healthz`` answer: (HTTP status, JSON body)."""
+    return 200, {"status": "ok", "uptime_seconds": round(time.monotonic() - relay.started, 3),
+                 "clients": statistics.clients, "pending": statistics.pending}  # fmt: skip
 
 
 @contextlib.asynccontextmanager
 async def serve_relay_metrics(
     relay: Relay, host: str = "127.0.0.1", port: int = 9465
 ) -> AsyncIterator[tuple[str, int]]:
-    """Serve the relay's ``/metrics`` and ``/healthz`` until the block ends; yields the bound address."""
-    token = anyio.lowlevel.current_token()
-    loop_thread = threading.get_ident()
+    """Serve the relay's ``/metrics`` and ``/healthz`` until the block ends; yields the bound address.
 
-    def on_loop(fn: Callable[[], Any]) -> Any:
-        if threading.get_ident() == loop_thread:
-            return fn()
-        try:
-            return anyio.from_thread.run_sync(fn, token=token)
-        except anyio.RunFinishedError as exc:
-            raise _LoopGone from exc
-
-    def health() -> dict[str, Any]:
-        s: RelayStatistics = on_loop(relay.statistics)
-        return {"status": "ok", "uptime_seconds": round(time.monotonic() - relay.started, 3),
-                "clients": s.clients, "pending": s.pending}  # fmt: skip
-
+    The node's metrics server (:func:`aetherflow_node._metrics.serve_registry`) with the relay's
+    collectors: the same HTTP endpoints, content negotiation and 503 when the loop is gone.
+    """
+    on_loop = caller_on_loop()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(lambda: on_loop(relay.statistics)))
     if relay.host is not None:  # the persistence peer's documents and storage
         from aetherflow_relay._serve import ServeCollector
 
         registry.register(ServeCollector(lambda: on_loop(relay.host.statistics)))  # type: ignore[union-attr]
-    try:
-        server = _Server((host, port), registry, health)
-    except OSError as exc:
-        why = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise LocalProtocolError(f"cannot serve metrics on {host}:{port}: {why}") from None
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(anyio.to_thread.run_sync, lambda: server.serve_forever(poll_interval=0.5))
-            try:
-                bound = server.server_address
-                yield str(bound[0]), int(bound[1])
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(server.shutdown)
-    finally:
-        server.server_close()
+    health = lambda: relay_health(relay, on_loop(relay.statistics))  # noqa: E731
+    async with serve_registry(registry, health, host, port, owner="relay") as server:
+        yield server.address

@@ -27,7 +27,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -41,15 +41,20 @@ from aetherflow_node._stats import PATHS, NodeStatistics
 from aetherflow_sdk._errors import LocalProtocolError
 
 __all__ = [
+    "LoopGone",
     "MetricsServer",
     "NodeCollector",
+    "caller_on_loop",
     "health_record",
     "node_registry",
     "parse_metrics_address",
     "serve_metrics",
+    "serve_registry",
 ]
 
 logger = logging.getLogger("aetherflow.metrics")
+
+T = TypeVar("T")
 
 PREFIX = "aetherflow"
 
@@ -214,20 +219,26 @@ def parse_metrics_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+Health = Callable[[], tuple[int, dict[str, Any]]]
+"""A health check: (HTTP status, JSON body); it may raise :class:`LoopGone`."""
+
+
+class LoopGone(Exception):
+    """The event loop that owns the statistics did not answer a snapshot request."""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        registry: CollectorRegistry,
-        snapshot: Callable[[], NodeStatistics | None],
+        self, address: tuple[str, int], registry: CollectorRegistry, health: Health, owner: str
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.registry = registry
-        self.snapshot = snapshot
+        self.health = health
+        self.owner = owner
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -242,16 +253,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        gone = f"the {self.server.owner}'s event loop did not answer"
         if path == "/metrics":
             try:
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 body = encoder(self.server.registry)
-            except _LoopGone:
-                self._send(503, "text/plain; charset=utf-8", b"the node's event loop did not answer\n")
+            except LoopGone:
+                self._send(503, "text/plain; charset=utf-8", f"{gone}\n".encode())
                 return
             self._send(200, content_type, body)
         elif path == "/healthz":
-            status, record = health_record(self.server.snapshot())
+            try:
+                status, record = self.server.health()
+            except LoopGone:
+                status, record = 503, {"status": "unavailable", "reason": gone}
             self._send(status, "application/json", json.dumps(record).encode() + b"\n")
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
@@ -271,10 +286,6 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("metrics %s " + format, self.client_address[0], *args)
 
 
-class _LoopGone(Exception):
-    """The node's loop did not answer a snapshot request."""
-
-
 class MetricsServer:
     """A running metrics and health endpoint (see :func:`serve_metrics`)."""
 
@@ -290,36 +301,38 @@ class MetricsServer:
         return str(host), int(port)
 
 
-@contextlib.asynccontextmanager
-async def serve_metrics(
-    statistics: Callable[[], NodeStatistics], host: str = "127.0.0.1", port: int = 9464
-) -> AsyncIterator[MetricsServer]:
-    """Serve ``/metrics`` and ``/healthz`` for one node on HOST:PORT until the block ends.
+def caller_on_loop() -> Callable[[Callable[[], T]], T]:
+    """Called on an event loop: a function that runs ``fn()`` on that loop from any thread.
 
-    ``statistics`` is the node's ``statistics`` method; it is always called on the
-    caller's event loop. A port in use or an address that cannot be bound raises
-    LocalProtocolError with one clear line.
+    From another thread it waits for the loop (``anyio.from_thread.run_sync``) and raises
+    :class:`LoopGone` once the loop has ended. A scrape reads a node's or a relay's state
+    this way, never from the HTTP server's thread.
     """
     token = anyio.lowlevel.current_token()
     loop_thread = threading.get_ident()
 
-    def on_loop() -> NodeStatistics:
+    def on_loop(fn: Callable[[], T]) -> T:
         if threading.get_ident() == loop_thread:
-            return statistics()
+            return fn()
         try:
-            return anyio.from_thread.run_sync(statistics, token=token)
+            return anyio.from_thread.run_sync(fn, token=token)
         except anyio.RunFinishedError as exc:
-            raise _LoopGone from exc
+            raise LoopGone from exc
 
-    def snapshot() -> NodeStatistics | None:
-        try:
-            return on_loop()
-        except _LoopGone:
-            return None
+    return on_loop
 
-    registry = node_registry(on_loop)
+
+@contextlib.asynccontextmanager
+async def serve_registry(
+    registry: CollectorRegistry, health: Health, host: str, port: int, *, owner: str = "node"
+) -> AsyncIterator[MetricsServer]:
+    """Serve ``registry`` at ``/metrics`` and ``health`` at ``/healthz`` on HOST:PORT until the
+    block ends (a node's, a relay's: ``owner`` names it in the 503 answers).
+
+    A port in use or an address that cannot be bound raises LocalProtocolError with one clear line.
+    """
     try:
-        server = _Server((host, port), registry, snapshot)
+        server = _Server((host, port), registry, health, owner)
     except OSError as exc:
         why = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise LocalProtocolError(f"cannot serve metrics on {host}:{port}: {why}") from None
@@ -333,6 +346,27 @@ async def serve_metrics(
                     await anyio.to_thread.run_sync(server.shutdown)
     finally:
         server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(
+    statistics: Callable[[], NodeStatistics], host: str = "127.0.0.1", port: int = 9464
+) -> AsyncIterator[MetricsServer]:
+    """Serve ``/metrics`` and ``/healthz`` for one node on HOST:PORT until the block ends.
+
+    ``statistics`` is the node's ``statistics`` method; it is always called on the
+    caller's event loop. A port in use or an address that cannot be bound raises
+    LocalProtocolError with one clear line.
+    """
+    on_loop = caller_on_loop()
+
+    def snapshot() -> NodeStatistics:
+        return on_loop(statistics)
+
+    async with serve_registry(
+        node_registry(snapshot), lambda: health_record(snapshot()), host, port, owner="node"
+    ) as server:
+        yield server
 
 
 async def _serve(server: _Server) -> None:
