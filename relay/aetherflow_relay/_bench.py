@@ -58,7 +58,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=200, help="payload bytes (default 200)")
     parser.add_argument("--duration", type=float, default=8.0,
                         help="forwarding: seconds of traffic per run (default 8)")  # fmt: skip
-    parser.add_argument("--runs", type=int, default=3, help="direct: node starts measured (default 3)")
+    parser.add_argument("--runs", type=int, default=3, help="direct: node starts per method (default 3)")
+    parser.add_argument("--method", choices=("punch", "upgrade", "both"), default="both",
+                        help="direct: punch then connect, or relayed then upgrade (default: both)")
     parser.add_argument("--messages", type=int, default=1000,
                         help="paths: messages timed over each path (default 1000)")  # fmt: skip
     parser.add_argument("--delay", type=float, default=20.0,

@@ -5,12 +5,14 @@ Both run real processes in network namespaces (root): an ``aetherflow relay`` an
 
 ``direct``: the time from a node's start to a direct path through cone NATs. The relay is in
 the public namespace, node B (already registered) behind one cone NAT; node A starts behind the
-other, registers, asks the relay to coordinate a hole punch to B and connects to the address
-the punch proved. Measured from A's process start (as the benchmark spawns it) to its
-connection being established on the direct path (goal <= 2 s), split into interpreter start and
-imports, registration, punch and handshake; then A sends messages to B over that connection
-while the relay's forwarded-packet counter stays still (the path is direct). ``--runs`` node
-starts, each with a fresh identity and socket.
+other, registers, and reaches B by ``--method``: ``punch`` (the relay coordinates a hole punch,
+A connects to the address it proved) or ``upgrade`` (A connects through the relay, then
+``HomeRelay.upgrade`` punches and migrates that connection), or both in turn. Measured from A's
+process start (as the benchmark spawns it) to the first usable connection and to its being on
+the direct path (goal <= 2 s), split into interpreter start and imports, registration, connect
+and the move to direct; then A sends messages to B over that connection while the relay's
+forwarded-packet counter stays still (the path is direct). ``--runs`` node starts per method,
+each with a fresh identity and socket.
 
 ``paths``: relayed against direct message latency over one emulated link (``--delay`` ms one
 way, ``--loss`` % each direction). Node A is on one side of the link; node B and the relay on
@@ -97,9 +99,11 @@ def _start_relay(namespace: Namespace, host: str) -> tuple[_Process, str]:
     return relay, parse_node_id(first[1]).hex()
 
 
-def _node(namespace: Namespace, relay_host: str, relay_id: str, dial: str | None = None) -> _Process:
+def _node(
+    namespace: Namespace, relay_host: str, relay_id: str, dial: str | None = None, method: str = "punch"
+) -> _Process:
     argv = [sys.executable, "-m", "aetherflow_relay._bench_nat_node", relay_host, str(RELAY_PORT), relay_id]
-    return _Process(namespace, argv + ([dial] if dial else []))
+    return _Process(namespace, argv + ([dial, method] if dial else []))
 
 
 def _relayed_packets(namespace: Namespace) -> float:
@@ -134,12 +138,19 @@ def _check_root() -> None:
         raise LocalProtocolError(f"this scenario runs in network namespaces: {reason}")
 
 
+METHODS = {
+    "punch": "HomeRelay.punch, then endpoint.connect to the punched address",
+    "upgrade": "HomeRelay.connect_relayed (usable at once), then HomeRelay.upgrade (punch, migrate)",
+}
+
+
 def _direct(args: argparse.Namespace) -> dict[str, Any]:
     from aetherflow_sdk.testing import nat_topology
     from aetherflow_sdk.testing._nat import PUBLIC_ADDRESS
 
     if args.runs < 1:
         raise LocalProtocolError("--runs must be at least 1")
+    methods = list(METHODS) if args.method == "both" else [args.method]
     runs = []
     processes: list[_Process] = []
     with nat_topology("cone", "cone") as topo:
@@ -150,43 +161,47 @@ def _direct(args: argparse.Namespace) -> dict[str, Any]:
             processes.append(b)
             b_id = b.read()["node_id"]
             for _ in range(args.runs):
-                load = load_average()
-                spawned = time.monotonic()
-                a = _node(topo.a.host, PUBLIC_ADDRESS, relay_id, dial=b_id)
-                processes.append(a)
-                hello, reached = a.read(), a.read()
-                before = _relayed_packets(topo.public)
-                a.ask(cmd="stream", n=20, rate=100.0)
-                time.sleep(0.3)  # the last messages in flight
-                received = len(b.ask(cmd="report")["latencies_ms"])
-                relayed = _relayed_packets(topo.public) - before
-                a.ask(cmd="quit")
-                runs.append({
-                    "load_average": load,
-                    "start_to_direct_s": reached["t_direct"] - spawned,
-                    "startup_s": hello["t_main"] - spawned,
-                    "registration_s": hello["t_registered"] - hello["t_main"],
-                    "punch_s": reached["t_punched"] - hello["t_registered"],
-                    "handshake_s": reached["t_direct"] - reached["t_punched"],
-                    "direct": not reached["relayed"],
-                    "messages_received": received,
-                    "relayed_packets_meanwhile": int(relayed),
-                })  # fmt: skip
+                for method in methods:
+                    load = load_average()
+                    spawned = time.monotonic()
+                    a = _node(topo.a.host, PUBLIC_ADDRESS, relay_id, dial=b_id, method=method)
+                    processes.append(a)
+                    hello, reached = a.read(), a.read()
+                    before = _relayed_packets(topo.public)
+                    a.ask(cmd="stream", n=20, rate=100.0)
+                    time.sleep(0.3)  # the last messages in flight
+                    received = len(b.ask(cmd="report")["latencies_ms"])
+                    relayed = _relayed_packets(topo.public) - before
+                    a.ask(cmd="quit")
+                    runs.append({
+                        "method": method, "load_average": load,
+                        "start_to_direct_s": reached["t_direct"] - spawned,
+                        "start_to_connected_s": reached["t_connected"] - spawned,
+                        "startup_s": hello["t_main"] - spawned,
+                        "registration_s": hello["t_registered"] - hello["t_main"],
+                        "connect_s": reached["t_connected"] - hello["t_registered"],
+                        "to_direct_s": reached["t_direct"] - reached["t_connected"],
+                        "direct": not reached["relayed"],
+                        "messages_received": received,
+                        "relayed_packets_meanwhile": int(relayed),
+                    })  # fmt: skip
         finally:
             _stop(processes)
-    print("start to direct path through two cone NATs (real iptables MASQUERADE in network namespaces): "
-          "node A starts, registers with the relay, punches to B, connects")  # fmt: skip
-    print(f"{'run':>3} {'start->direct':>13} {'startup':>8} {'register':>8} {'punch':>7} {'handshake':>9} "
-          f"{'msgs':>5} {'relayed':>7} {'load':>5}")  # fmt: skip
-    for n, r in enumerate(runs, 1):
-        print(f"{n:>3} {r['start_to_direct_s']:>12.2f}s {r['startup_s']:>7.2f}s {r['registration_s']:>7.2f}s "
-              f"{r['punch_s']:>6.2f}s {r['handshake_s']:>8.2f}s {r['messages_received']:>5} "
-              f"{r['relayed_packets_meanwhile']:>7} {r['load_average']:>5.2f}")  # fmt: skip
+    print("start to a direct path through two cone NATs (iptables MASQUERADE in network namespaces): "
+          "node A starts, registers with the relay, reaches B (registered) by METHOD")  # fmt: skip
+    print(f"{'method':<8} {'start->direct':>13} {'->connected':>11} {'startup':>8} {'register':>8} "
+          f"{'connect':>8} {'->direct':>8} {'msgs':>5} {'relayed':>7} {'load':>5}")  # fmt: skip
+    for r in runs:
+        print(f"{r['method']:<8} {r['start_to_direct_s']:>12.2f}s {r['start_to_connected_s']:>10.2f}s "
+              f"{r['startup_s']:>7.2f}s {r['registration_s']:>7.2f}s {r['connect_s']:>7.2f}s "
+              f"{r['to_direct_s']:>7.2f}s {r['messages_received']:>5} {r['relayed_packets_meanwhile']:>7} "
+              f"{r['load_average']:>5.2f}")  # fmt: skip
+    for method in methods:
+        print(f"  {method}: {METHODS[method]}")
     print(f"goal: start -> direct <= {GOAL_DIRECT_S:g} s; 'relayed' is the relay's forwarded packets "
-          "while 20 messages went over the direct path")  # fmt: skip
-    method = "HomeRelay registration, HomeRelay.punch, endpoint.connect to the punched address"
+          "while 20 messages then went over the direct path")  # fmt: skip
     return {"scenario": "direct", "goal_s": GOAL_DIRECT_S, "cpus": os.cpu_count(), "runs": runs,
-            "method": method}  # fmt: skip
+            "methods": {m: METHODS[m] for m in methods}}  # fmt: skip
 
 
 def _summary(latencies: list[float], expected: int) -> dict[str, Any]:

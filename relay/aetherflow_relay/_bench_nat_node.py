@@ -1,14 +1,17 @@
 """One node of ``aetherflow bench relay --scenario direct|paths``, run inside a namespace.
 
-``python -m aetherflow_relay._bench_nat_node RELAY_HOST RELAY_PORT RELAY_ID [DIAL_PEER_ID]``
+``python -m aetherflow_relay._bench_nat_node RELAY_HOST RELAY_PORT RELAY_ID [DIAL_PEER_ID METHOD]``
 
 The node opens a Quantum endpoint, keeps a home-relay registration and prints one JSON line
 (its node ID, the address the relay observed, and ``time.monotonic()`` stamps: ``t_main`` once
 its imports are done, ``t_registered``). With ``DIAL_PEER_ID`` it then reaches that peer at once
-the way a node does today through a NAT: it asks the relay to coordinate a hole punch, connects
-to the address the punch proved, and prints ``t_punched`` / ``t_direct``. Every other node
-accepts connections and records the one-way latency of each stamped message it receives (the
-clock is the machine's, shared by every namespace).
+and prints ``t_connected`` (a connection is usable) and ``t_direct`` (it is on a direct path),
+by METHOD: ``punch`` asks the relay to coordinate a hole punch and connects to the address the
+punch proved (connected = direct); ``upgrade`` connects through the relay first
+(``HomeRelay.connect_relayed``), then moves that connection to a direct path
+(``HomeRelay.upgrade``: punch, then migrate). Every other node accepts connections and records
+the one-way latency of each stamped message it receives (the clock is the machine's, shared by
+every namespace).
 
 Then it obeys JSON commands on stdin, one per line, each answered with one JSON line:
 ``connect`` (address, peer), ``listen_relayed`` (peer), ``to_relay``, ``stream`` (n, rate:
@@ -29,8 +32,9 @@ import sys  # noqa: E402
 import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
 
-from aetherflow_node._relay_client import RelayPath, open_home_relay  # noqa: E402
+from aetherflow_node._relay_client import HomeRelay, RelayPath, open_home_relay  # noqa: E402
 from aetherflow_sdk import quantum  # noqa: E402
+from aetherflow_sdk._errors import LocalProtocolError  # noqa: E402
 
 STAMP = struct.Struct("!dI")
 TIMEOUT = 30.0
@@ -61,7 +65,24 @@ class Receiver:
             return
 
 
-async def main(relay: tuple[str, int], relay_id: bytes, dial: bytes | None) -> None:
+async def reach(
+    endpoint: quantum.Endpoint, home: HomeRelay, peer: bytes, method: str
+) -> tuple[quantum.Connection, float]:
+    """A direct connection to ``peer`` by ``method``, and when it was first usable."""
+    if method == "punch":
+        outcome = await home.punch(peer)
+        if outcome.address is None:
+            raise LocalProtocolError("the punch found no direct route")
+        connection = await endpoint.connect(outcome.address, peer_id=peer)
+        return connection, time.monotonic()
+    connection = await home.connect_relayed(peer)
+    connected = time.monotonic()
+    if not await home.upgrade(connection):
+        raise LocalProtocolError("the upgrade to a direct path failed")
+    return connection, connected
+
+
+async def main(relay: tuple[str, int], relay_id: bytes, dial: bytes | None, method: str) -> None:
     async with (
         quantum.open_endpoint(("0.0.0.0", 0)) as endpoint,
         open_home_relay(endpoint, relay, relay_id=relay_id) as home,
@@ -76,15 +97,13 @@ async def main(relay: tuple[str, int], relay_id: bytes, dial: bytes | None) -> N
             t_registered=t_registered)
         conn: quantum.Connection | None = None
         if dial is not None:
-            with anyio.fail_after(TIMEOUT):
-                outcome = await home.punch(dial)
-                t_punched = time.monotonic()
-                if outcome.address is None:
-                    say(error="the punch found no direct route", t_punched=t_punched)
-                else:
-                    conn = await endpoint.connect(outcome.address, peer_id=dial)
-                    say(address=outcome.address, t_punched=t_punched, t_direct=time.monotonic(),
-                        relayed=isinstance(conn.path, RelayPath))  # fmt: skip
+            try:
+                with anyio.fail_after(TIMEOUT):
+                    conn, t_connected = await reach(endpoint, home, dial, method)
+                say(t_connected=t_connected, t_direct=time.monotonic(),
+                    relayed=isinstance(conn.path, RelayPath))  # fmt: skip
+            except Exception as exc:  # reported to the benchmark, which stops with it
+                say(error=f"{type(exc).__name__}: {exc}")
         while True:
             line = await anyio.to_thread.run_sync(sys.stdin.readline)
             if not line:
@@ -129,4 +148,5 @@ if __name__ == "__main__":
         (sys.argv[1], int(sys.argv[2])),
         bytes.fromhex(sys.argv[3]),
         bytes.fromhex(sys.argv[4]) if len(sys.argv) > 4 else None,
+        sys.argv[5] if len(sys.argv) > 5 else "punch",
     )
