@@ -59,8 +59,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=8.0,
                         help="forwarding: seconds of traffic per run (default 8)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=3, help="direct: node starts per method (default 3)")
-    parser.add_argument("--method", choices=("punch", "upgrade", "both"), default="both",
-                        help="direct: punch then connect, or relayed then upgrade (default: both)")
+    parser.add_argument("--method", choices=("punch", "upgrade", "node", "all"), default="all",
+                        help="direct: punch then connect; relayed then upgrade; an aetherflow node "
+                             "joining by ticket (default: all)")  # fmt: skip
     parser.add_argument("--messages", type=int, default=1000,
                         help="paths: messages timed over each path (default 1000)")  # fmt: skip
     parser.add_argument("--delay", type=float, default=20.0,

@@ -37,7 +37,7 @@ from typing import Any
 
 from aetherflow_relay._bench import load_average, percentile
 from aetherflow_sdk._errors import LocalProtocolError
-from aetherflow_sdk.testing import Namespace
+from aetherflow_sdk.testing import Namespace, NatTopology
 
 GOAL_DIRECT_S = 2.0
 RELAY_PORT = 3340
@@ -87,6 +87,99 @@ class _Process:
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
         return self.read()
+
+
+class _Daemon:
+    """An ``aetherflow node`` process; every line it prints (stdout and stderr) is stamped with
+    the benchmark's ``time.monotonic()`` as it arrives."""
+
+    def __init__(self, namespace: Namespace, argv: list[str]) -> None:
+        self.spawned = time.monotonic()
+        self.process: subprocess.Popen[str] = namespace.popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self._lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        self.seen: list[tuple[float, str]] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for text in self.process.stdout:
+            self._lines.put((time.monotonic(), text))
+        self._lines.put((time.monotonic(), ""))
+
+    def wait_for(self, text: str) -> float:
+        """When the first line containing ``text`` arrived (LocalProtocolError after READ_TIMEOUT)."""
+        for when, line in self.seen:
+            if text in line:
+                return when
+        deadline = time.monotonic() + READ_TIMEOUT
+        while True:
+            try:
+                when, line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                line, when = "", 0.0
+            if not line:
+                last = self.seen[-1][1].strip() if self.seen else "no output"
+                raise LocalProtocolError(f"a node of the benchmark never said {text!r} (last: {last})")
+            self.seen.append((when, line))
+            if text in line:
+                return when
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _daemon(namespace: Namespace, data: Path, *args: str) -> _Daemon:
+    exe = str(Path(sys.executable).with_name("aetherflow"))
+    return _Daemon(namespace, [exe, "node", "--data", str(data), "--listen", "0.0.0.0:0", "--no-discovery",
+                               "--log-format", "kv", *args])  # fmt: skip
+
+
+def _node_runs(topo: NatTopology, relay_route: str, runs: int, tmp: Path) -> list[dict[str, Any]]:
+    """``aetherflow node`` B joins A's document by a ticket (which names A's home relay) and
+    reaches A the way the node's mesh does: the ticket's direct addresses (A's private ones,
+    each given Limits.direct_timeout), then the relay, then an upgrade to a direct path."""
+    exe = str(Path(sys.executable).with_name("aetherflow"))
+    a = _daemon(topo.a.host, tmp / "a", "--name", "a", "--relay", relay_route, "--serve", "notes")
+    results = []
+    try:
+        a.wait_for("registered with relay")
+        shared = subprocess.run(
+            [exe, "share", "notes", "--data", str(tmp / "a"), "--user", "b", "--perm", "rw"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if shared.returncode != 0:
+            raise LocalProtocolError(f"aetherflow share failed: {shared.stderr.strip()}")
+        ticket = shared.stdout.strip()
+        from aetherflow_sdk.session import Ticket
+
+        direct_addresses = len(Ticket.parse(ticket).direct)
+        for n in range(runs):
+            load = load_average()
+            b = _daemon(topo.b.host, tmp / f"b{n}", "--name", "b", "--join", ticket)
+            try:
+                upgraded = b.wait_for("peer link upgraded to a direct path")
+                registered = b.wait_for("registered with relay")
+                joined = b.wait_for("joined 'notes'")
+            finally:
+                b.stop()
+            results.append({
+                "method": "node", "load_average": load,
+                "start_to_direct_s": upgraded - b.spawned,
+                "start_to_registered_s": registered - b.spawned,
+                "start_to_joined_s": joined - b.spawned,
+                "ticket_direct_addresses": direct_addresses,
+            })  # fmt: skip
+    finally:
+        a.stop()
+    return results
 
 
 def _start_relay(namespace: Namespace, host: str) -> tuple[_Process, str]:
@@ -141,6 +234,8 @@ def _check_root() -> None:
 METHODS = {
     "punch": "HomeRelay.punch, then endpoint.connect to the punched address",
     "upgrade": "HomeRelay.connect_relayed (usable at once), then HomeRelay.upgrade (punch, migrate)",
+    "node": "aetherflow node --join TICKET: the mesh dials the ticket's direct addresses, then the "
+            "relay, then upgrades (until it logs 'peer link upgraded to a direct path')",
 }
 
 
@@ -150,7 +245,8 @@ def _direct(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.runs < 1:
         raise LocalProtocolError("--runs must be at least 1")
-    methods = list(METHODS) if args.method == "both" else [args.method]
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    sdk_methods = [m for m in methods if m != "node"]
     runs = []
     processes: list[_Process] = []
     with nat_topology("cone", "cone") as topo:
@@ -161,7 +257,7 @@ def _direct(args: argparse.Namespace) -> dict[str, Any]:
             processes.append(b)
             b_id = b.read()["node_id"]
             for _ in range(args.runs):
-                for method in methods:
+                for method in sdk_methods:
                     load = load_average()
                     spawned = time.monotonic()
                     a = _node(topo.a.host, PUBLIC_ADDRESS, relay_id, dial=b_id, method=method)
@@ -185,17 +281,32 @@ def _direct(args: argparse.Namespace) -> dict[str, Any]:
                         "messages_received": received,
                         "relayed_packets_meanwhile": int(relayed),
                     })  # fmt: skip
+            if "node" in methods:
+                import tempfile
+
+                from aetherflow_sdk._identity import format_node_id
+
+                route = f"{format_node_id(bytes.fromhex(relay_id))}@{PUBLIC_ADDRESS}:{RELAY_PORT}"
+                with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
+                    node_runs = _node_runs(topo, route, args.runs, Path(tmp))
         finally:
             _stop(processes)
     print("start to a direct path through two cone NATs (iptables MASQUERADE in network namespaces): "
           "node A starts, registers with the relay, reaches B (registered) by METHOD")  # fmt: skip
     print(f"{'method':<8} {'start->direct':>13} {'->connected':>11} {'startup':>8} {'register':>8} "
           f"{'connect':>8} {'->direct':>8} {'msgs':>5} {'relayed':>7} {'load':>5}")  # fmt: skip
-    for r in runs:
+    for r in runs:  # the SDK methods
         print(f"{r['method']:<8} {r['start_to_direct_s']:>12.2f}s {r['start_to_connected_s']:>10.2f}s "
               f"{r['startup_s']:>7.2f}s {r['registration_s']:>7.2f}s {r['connect_s']:>7.2f}s "
               f"{r['to_direct_s']:>7.2f}s {r['messages_received']:>5} {r['relayed_packets_meanwhile']:>7} "
               f"{r['load_average']:>5.2f}")  # fmt: skip
+    if "node" in methods:
+        for r in node_runs:
+            print(f"{'node':<8} {r['start_to_direct_s']:>12.2f}s   (from start: joined "
+                  f"{r['start_to_joined_s']:.2f} s, registered {r['start_to_registered_s']:.2f} s; the "
+                  f"ticket's {r['ticket_direct_addresses']} direct addresses)  "
+                  f"load {r['load_average']:.2f}")  # fmt: skip
+        runs += node_runs
     for method in methods:
         print(f"  {method}: {METHODS[method]}")
     print(f"goal: start -> direct <= {GOAL_DIRECT_S:g} s; 'relayed' is the relay's forwarded packets "

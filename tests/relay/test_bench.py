@@ -61,13 +61,16 @@ def test_direct_scenario_times_a_start_to_a_direct_path(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["scenario"] == "direct"
-    assert [run["method"] for run in report["runs"]] == ["punch", "upgrade"]
-    for run in report["runs"]:
+    assert [run["method"] for run in report["runs"]] == ["punch", "upgrade", "node"]
+    for run in report["runs"][:2]:  # the SDK's two ways
         assert run["direct"] and run["messages_received"] == 20
         assert run["relayed_packets_meanwhile"] == 0  # the messages went direct: the relay forwarded none
         parts = run["startup_s"] + run["registration_s"] + run["connect_s"] + run["to_direct_s"]
         assert 0 < parts == pytest.approx(run["start_to_direct_s"])
         assert run["start_to_connected_s"] <= run["start_to_direct_s"]
+    node = report["runs"][2]  # an aetherflow node process that joined by ticket and logged its upgrade
+    assert 0 < node["start_to_registered_s"] < node["start_to_direct_s"]
+    assert node["ticket_direct_addresses"] >= 1
 
 
 @netns
