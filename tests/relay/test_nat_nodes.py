@@ -10,8 +10,9 @@ editor (an SDK node in a process, linked to its own node over loopback) that mak
   NATs the same connection carries the edits on;
 * symmetric NAT (``--random-fully``): the punch fails (at once, and at every upgrade interval),
   the link stays "relayed" and carries the edits both ways, through a conntrack flush in both
-  NATs too (new public ports: the relay follows them); the relay is killed with SIGKILL mid-edit and started again (same key, same
-  port): the nodes register again, and every durable edit reaches the other side.
+  NATs too (new public ports: the relay follows them); the relay is killed with SIGKILL mid-edit
+  and started again (same key, same port): the nodes register again, and every durable edit
+  reaches the other side.
 """
 
 from __future__ import annotations

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import anyio
 import attrs
+import msgpack
 import pytest
 
 from aetherflow_node import Limits, open_node
 from aetherflow_node._routes import holders_untrusted, parse_relay, relay_route_untrusted
 from aetherflow_relay._shell import serve_relay
-from aetherflow_sdk import BadPacket, LocalProtocolError
-from aetherflow_sdk._identity import format_node_id
+from aetherflow_sdk import BadPacket, LocalProtocolError, quantum
+from aetherflow_sdk._identity import Identity, format_node_id
 from aetherflow_sdk.session import Ticket
 
 from ..node._helpers import loopback, wait_until
@@ -165,3 +166,36 @@ async def test_a_loopback_node_told_of_an_address_it_cannot_send_to_carries_on(t
         doc.insert(0, "still here")
         await doc.flush()  # the node's tasks still run
         assert doc.text == "still here"
+
+
+async def test_relay_routes_from_a_peer_are_checked_and_a_relay_only_holder_is_dialled(
+    tmp_path: Path,
+) -> None:
+    async with serve_relay(("127.0.0.1", 0)) as relay:
+        where = f"{format_node_id(relay.node_id)}@127.0.0.1:{relay.address[1]}"
+        async with open_node(data_dir=tmp_path / "a", relay=where, **loopback()) as alice:  # type: ignore[arg-type]
+            assert alice.home_relay is not None
+            with anyio.fail_after(10):
+                await alice.home_relay.wait_registered()
+            doc = await alice.open_document("notes")
+            channel = doc.record.channel_name
+            async with quantum.open_endpoint(("127.0.0.1", 0), identity=Identity.generate()) as mallory:
+                conn = await mallory.connect(alice.address, peer_id=alice.identity.node_id)
+                offences = alice.mesh.counters["offences"]
+                # A holder with no direct address at alice's own relay, and one at another relay.
+                holder, elsewhere = bytes(range(32)), bytes(range(1, 33))
+                other = f"{format_node_id(bytes(32))}@127.0.0.1:9"
+                for message in (
+                    {"k": "hello", "n": "m", "r": "relay.example:3340"},  # not a numeric address
+                    {"k": "holders", "c": channel, "h": [], "r": [[bytes(32), "1.2.3.4"]]},  # no port
+                    {"k": "holders", "c": channel, "h": [], "r": [[holder, where], [elsewhere, other]]},
+                ):
+                    await conn.send(msgpack.packb(message, use_bin_type=True))
+                with anyio.fail_after(10):
+                    while holder not in alice.mesh._routes:  # the messages are taken in order
+                        await anyio.sleep(0.02)
+                assert alice.mesh.counters["offences"] == offences + 2
+                route = alice.mesh._routes[holder]
+                assert route.addresses == [] and route.relay == where  # dialled through the relay
+                assert elsewhere not in alice.mesh._routes  # at another relay: out of reach
+                conn.abort()
