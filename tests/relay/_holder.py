@@ -4,12 +4,14 @@
 write TEXT, print ``{"doc_id", "ticket"}`` once the relay's node has synced it, and exit.
 ``python _holder.py DATA RELAY open DOC EXPECT [PREPEND]``: open DOC (an ID or a ticket), wait
 until its text is EXPECT, prepend PREPEND if given, print ``{"text"}``, and exit.
-Exit status 1 (and ``{"error"}``) if a wait runs out.
+RELAY ``-`` means none (a joiner then adopts its ticket's relay). It listens on ``$HOLDER_LISTEN``
+(default ``127.0.0.1:0``). Exit status 1 (and ``{"error"}``) if a wait runs out.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -35,9 +37,11 @@ async def wait_for(condition: Callable[[], bool], node: Node, document: Document
 
 
 async def main(data: str, relay: str, command: str, *args: str) -> None:
+    host, _, port = os.environ.get("HOLDER_LISTEN", "127.0.0.1:0").rpartition(":")
     async with open_node(
-        data_dir=data, name=command, relay=relay, listen=("127.0.0.1", 0), discovery=False
-    ) as node:
+        data_dir=data, name=command, relay=None if relay == "-" else relay, listen=(host, int(port)),
+        discovery=False,
+    ) as node:  # fmt: skip
         try:
             with anyio.fail_after(TIMEOUT):
                 if command == "create":
