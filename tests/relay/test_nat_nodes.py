@@ -220,6 +220,7 @@ def test_cone_nat_nodes_punch_to_direct_sync_and_survive_a_conntrack_flush(tmp_p
         assert _node_metric(w.topo.a.host, "aetherflow_path_upgrades_total") == 0  # only the dialer upgrades
         assert w.relay_metric("aetherflow_relay_relayed_packets_total") > 0
         connections = _node_metric(w.topo.b.host, "aetherflow_connections_opened_total")
+        _wait_metric(w.topo.a.host, "aetherflow_peers", 'path="direct"', 1)  # A followed the move
         # Direct: whatever the relay forwarded while the link was being set up, it forwards no more.
         relayed = w.relay_metric("aetherflow_relay_relayed_packets_total")
         for i in range(5):

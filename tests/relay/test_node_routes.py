@@ -33,6 +33,16 @@ def _dead_port() -> int:
 
 
 async def test_a_ticket_carries_the_relay_and_a_joiner_adopts_it_and_dials_through_it(tmp_path: Path) -> None:
+    await _adopt_and_dial_through_the_relay(tmp_path)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_the_same_on_asyncio(tmp_path: Path) -> None:
+    await _adopt_and_dial_through_the_relay(tmp_path)
+
+
+async def _adopt_and_dial_through_the_relay(tmp_path: Path) -> None:
     async with serve_relay(("127.0.0.1", 0)) as relay:
         where = f"{format_node_id(relay.node_id)}@127.0.0.1:{relay.address[1]}"
         async with (
