@@ -73,6 +73,10 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
         silent.close()
     bad_flag = aetherflow("node", "--log-format", "xml")
     assert bad_flag.returncode == 2 and "Traceback" not in bad_flag.stderr
+    for flag, value in (("--upgrade-interval", "0"), ("--keepalive", "soon")):
+        bad = aetherflow("node", flag, value)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert f"argument {flag}" in bad.stderr and "seconds" in bad.stderr, bad.stderr
 
 
 def test_a_second_daemon_on_one_data_dir_and_share_without_a_node(tmp_path: Path) -> None:
