@@ -175,6 +175,12 @@ class NodeCollector(Collector):
         denied = CounterMetricFamily(
             f"{PREFIX}_document_writes_denied", "Writes from read-only peers dropped.", labels=labels
         )
+        stored = GaugeMetricFamily(
+            f"{PREFIX}_document_storage_bytes", "Bytes in the node's store (snapshot + log).", labels=labels
+        )
+        over_quota = CounterMetricFamily(
+            f"{PREFIX}_document_quota_refusals", "Remote updates refused at the byte quota.", labels=labels
+        )
         for label, d in zip(_document_labels(d.name for d in s.documents), s.documents, strict=True):
             lag.add_metric([label], d.sync_lag)
             pending.add_metric([label], d.pending_updates)
@@ -183,7 +189,9 @@ class NodeCollector(Collector):
             applied.add_metric([label], d.updates_received)
             bad.add_metric([label], d.bad_messages)
             denied.add_metric([label], d.writes_denied)
-        yield from (lag, pending, peers, sent, applied, bad, denied)
+            stored.add_metric([label], d.storage_bytes)
+            over_quota.add_metric([label], d.quota_refusals)
+        yield from (lag, pending, peers, sent, applied, bad, denied, stored, over_quota)
 
 
 def node_registry(statistics: Callable[[], NodeStatistics]) -> CollectorRegistry:

@@ -531,6 +531,8 @@ class Node:
                     updates_received=sync.updates_applied,
                     bad_messages=sync.bad_messages,
                     writes_denied=sync.writes_denied,
+                    storage_bytes=state.storage_bytes,
+                    quota_refusals=state.quota_refusals,
                 )
             )
         endpoint = self.mesh.endpoint.statistics()

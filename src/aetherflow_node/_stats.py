@@ -65,6 +65,10 @@ class DocumentStatistics:
     """Messages from peers dropped as malformed or invalid."""
     writes_denied: int
     """Writes from read-only peers dropped."""
+    storage_bytes: int = 0
+    """Bytes it takes in the node's store (snapshot plus update log)."""
+    quota_refusals: int = 0
+    """Remote updates refused because it reached its byte quota (a persistence peer's)."""
 
 
 @attrs.frozen(kw_only=True)

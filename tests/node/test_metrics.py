@@ -71,6 +71,7 @@ async def test_scrape_over_http_counters_move_after_traffic(tmp_path: Path) -> N
         for i in range(20):
             doc_b.insert(len(doc_b.text), f" {i}")
         await wait_until(lambda: doc_a.text == doc_b.text, 10, "alice has bob's edits", alice, bob)
+        await doc_a.flush()
 
         after = await _scrape(metrics_a.address)
         for counter in ("bytes_sent", "bytes_received", "datagrams_sent", "datagrams_received"):
@@ -80,6 +81,8 @@ async def test_scrape_over_http_counters_move_after_traffic(tmp_path: Path) -> N
         assert _value(after, "aetherflow_connections_opened_total") >= 1
         assert _value(after, "aetherflow_documents") == 1
         assert _value(after, "aetherflow_document_updates_received_total", document="notes") >= 1
+        assert _value(after, "aetherflow_document_storage_bytes", document="notes") > 0
+        assert _value(after, "aetherflow_document_quota_refusals_total", document="notes") == 0
         peer = alice.peers[0]
         labels = {"peer": bob.node_id, "path": peer.path}
         assert _value(after, "aetherflow_peers", path=peer.path) == 1
