@@ -204,6 +204,11 @@ class DocumentHost:
             document = await self.node.open_document(attrs.evolve(checked, direct=(), relays=()).encode())
         except (AetherFlowError, OSError) as exc:
             return self._refuse(Served(document=doc_id, code=ServeCode.FAILED, reason=str(exc)))
+        record = self.node.catalog.document(doc_id)
+        if record is not None and record.token != document.record.token:
+            # A newer ticket for a document served already (a renewal before its token expires):
+            # the catalog has it; sessions from now on present it.
+            document.record = record
         document.quota_bytes = self.config.quota_bytes
         self._accepted += 1
         logger.info("serving a document", extra={"doc": doc_id, "issuer": format_node_id(checked.issuer)})

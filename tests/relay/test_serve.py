@@ -80,6 +80,16 @@ async def test_a_document_hosted_on_the_relay_reaches_a_joiner_while_its_creator
                              carol, host.node)  # fmt: skip
         stats = host.statistics()
         assert stats.documents == 1 and stats.serve_accepted == 1 and stats.storage_bytes > 0
+        # Hosting again (a renewal) replaces the token the relay presents for the document.
+        async with open_node(data_dir=tmp_path / "a", name="alice", relay=where, **loopback()) as alice:  # type: ignore[arg-type]
+            doc = await alice.open_document(doc_id)
+            served = next(d for d in host.node.documents if d.doc_id == doc_id)
+            old_token = served.record.token
+            await registered(alice)
+            await alice.host_on_relay(doc, expires_in=2 * 365 * 86_400)
+            assert served.record.token != old_token
+            assert host.node.catalog.document(doc_id).token == served.record.token  # type: ignore[union-attr]
+        assert host.statistics().serve_accepted == 2
 
 
 def ticket_relays(text: str) -> tuple[str, ...]:
