@@ -10,6 +10,8 @@ Seeded, on the virtual clock.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aetherflow_sdk._errors import HandshakeFailed, LocalProtocolError
 from aetherflow_sdk._identity import Identity
@@ -312,3 +314,26 @@ def test_a_peer_that_moves_onto_the_relay_is_followed_through_an_offered_path() 
     client_ep.mark_dirty(client)
     net.run_until(lambda: not server_ep.connections, max_time=60)
     assert not server_ep._framed_paths
+
+
+@pytest.fixture(scope="module")
+def relayed_pair():
+    return _relayed(470)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=1400), sender=st.sampled_from(["peer", "stranger"]), mutate=st.booleans())
+def test_any_bytes_through_the_relay_are_taken_or_dropped_never_raise(
+    relayed_pair, payload, sender, mutate
+) -> None:
+    net, _relay, client_ep, server_ep, _client, server = relayed_pair
+    source = client_ep.identity.node_id if sender == "peer" else bytes(32)
+    if mutate and len(payload) >= 2:  # a Quantum-looking start: version 1 and a real packet type
+        payload = bytes((1, 1 + payload[1] % 6)) + payload[2:]
+    before = server_ep.statistics()
+    server_ep.receive_datagram(_frame_from(source, payload), R, net.now)
+    server_ep.datagrams_to_send(net.now)
+    after = server_ep.statistics()
+    assert after.internal_errors == before.internal_errors
+    assert server.is_established and server.path.peer_id == client_ep.identity.node_id
+    assert len(server_ep.connections) == 1 and len(server_ep._framed_paths[R]) == 1
