@@ -39,7 +39,7 @@ class Limits:
     """How long a dropped peer is refused before it may connect again."""
     backoff_base: float = 0.25
     backoff_cap: float = 30.0
-    direct_timeout: float = 1.0
+    direct_timeout: float = 0.5
     """With a home relay: how long a peer's direct addresses get to answer (shared; each at
     least a quarter of it) before the relay is tried."""
     upgrade_interval: float = 60.0

@@ -5,7 +5,7 @@ A peer's **route** is what this node knows of where it is: its node ID, its dire
 with (a ticket's ``relays``, or a holder announcement's relay route). Rules (each tested):
 
 1. **Direct first.** The direct addresses are tried in turn. When this node has a home relay
-   and the peer's ID is known, they share ``Limits.direct_timeout`` (1 s; each gets at least a
+   and the peer's ID is known, they share ``Limits.direct_timeout`` (0.5 s; each gets at least a
    quarter of it): a reachable address answers a handshake within one round trip, so waiting
    the whole handshake timeout for addresses behind someone's NAT only delays the relay (and a
    reachable address missed in a hurry is found again by the upgrade's punch). We do not race
