@@ -23,6 +23,7 @@ from typing import Final
 import anyio
 import attrs
 
+from aetherflow_node._limits import Backoff
 from aetherflow_node._relay_wire import (
     DELIVER_OVERHEAD,
     MAX_CANDIDATES,
@@ -455,7 +456,6 @@ async def _connect_relayed(
 
 RECONNECT_MIN: Final = 0.2  # seconds before the first reconnection attempt
 RECONNECT_MAX: Final = 10.0  # the backoff's ceiling
-UPGRADE_INTERVAL: Final = 60.0  # seconds between attempts to leave the relay for a direct path (DERP, iroh)
 
 
 class HomeRelay:
@@ -548,16 +548,6 @@ class HomeRelay:
             return False
         return True
 
-    async def keep_upgrading(
-        self, connection: quantum.Connection, interval: float = UPGRADE_INTERVAL
-    ) -> None:
-        """While ``connection`` is relayed, try :meth:`upgrade` every ``interval`` seconds."""
-        while True:
-            if isinstance(connection.path, RelayPath):
-                with contextlib.suppress(AetherFlowError, TimeoutError):
-                    await self.upgrade(connection)
-            await anyio.sleep(interval)
-
     def _set(self, client: RelayClient | None) -> None:
         self.client = client
         self._changed.set()
@@ -566,8 +556,7 @@ class HomeRelay:
     async def _keep(
         self, token: str | None, candidates: tuple[Address, ...], timeout: float, liveness_timeout: float
     ) -> None:
-        backoff = RECONNECT_MIN
-        rng = random.Random()
+        backoff = Backoff(random.Random(), base=RECONNECT_MIN, cap=RECONNECT_MAX)
         while True:
             try:
                 async with open_relay_client(
@@ -576,17 +565,19 @@ class HomeRelay:
                     path_tag=self._tag,
                 ) as client:  # fmt: skip
                     self.registrations += 1
-                    backoff = RECONNECT_MIN
+                    backoff.reset()
                     self._set(client)
                     logger.info("registered with the relay", extra={"observed": client.observed})
                     await client.closed.wait()
             except (AetherFlowError, TimeoutError) as exc:
-                logger.info(
-                    "relay unreachable, retrying", extra={"error": str(exc), "in_s": round(backoff, 2)}
-                )
+                error: str | None = str(exc)
+            else:
+                error = None
             self._set(None)
-            await anyio.sleep(backoff * (0.5 + rng.random()))
-            backoff = min(backoff * 2, RECONNECT_MAX)
+            delay = backoff.next_delay()
+            if error is not None:
+                logger.info("relay unreachable, retrying", extra={"error": error, "in_s": round(delay, 2)})
+            await anyio.sleep(delay)
 
 
 @contextlib.asynccontextmanager
