@@ -180,6 +180,8 @@ class RelayClient:
         self.registration: Registered | None = None
         self.observed: Address | None = None
         self.refusals: list[Refused] = []
+        self.on_observed: Callable[[], None] | None = None
+        """Called when the relay reports a new public address for this node."""
         self._registered = anyio.Event()
         self.closed = anyio.Event()
         """Set when the connection to the relay is over."""
@@ -305,6 +307,8 @@ class RelayClient:
             case Observed(observed=observed):
                 self.observed = observed
                 logger.info("the relay sees a new public address", extra={"observed": observed})
+                if self.on_observed is not None:
+                    self.on_observed()
             case Punch():
                 state = _Punch(punch=message, received_at=time.monotonic())
                 self._punches[message.punch_id] = state
@@ -548,10 +552,20 @@ class HomeRelay:
             return False
         return True
 
-    def _set(self, client: RelayClient | None) -> None:
-        self.client = client
+    async def wait_changed(self) -> None:
+        """Until the registration changes (lost, or made again) or the relay reports a new
+        public address for this node: its punch candidates may have changed."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+    def _set(self, client: RelayClient | None) -> None:
+        self.client = client
+        if client is not None:
+            client.on_observed = self._notify
+        self._notify()
 
     async def _keep(
         self, token: str | None, candidates: tuple[Address, ...], timeout: float, liveness_timeout: float

@@ -20,7 +20,9 @@ with (a ticket's ``relays``, or a holder announcement's relay route). Rules (eac
    (there is one home relay per node).
 3. **Upgrade.** The dialer of a relayed link tries at once to move it to a direct path (punch,
    then migrate: the same connection, sessions and channels kept), and again every
-   ``Limits.upgrade_interval`` (60 s, as DERP and iroh do) while it stays relayed. The other
+   ``Limits.upgrade_interval`` (60 s, as DERP and iroh do) while it stays relayed, and at once
+   whenever its candidates change (the relay reports a new public address, or the node
+   registers again). The other
    side does nothing: it follows the migration. A failed punch leaves the link relayed.
 
 The counters (punch attempts and successes, upgrades, relayed connects) live in the mesh's
@@ -287,12 +289,17 @@ class Dialer:
         return True
 
     async def keep_upgrading(self, link: Link) -> None:
-        """Rule 3: at once, then every ``Limits.upgrade_interval`` while the link is relayed."""
+        """Rule 3: at once, then every ``Limits.upgrade_interval`` while the link is relayed, and
+        at once again when this node's candidates change (a new public address, a new registration)."""
         while not link.closed.is_set():
+            home = self.home
+            observed = home.observed if home is not None else None
             if is_relayed(link.conn):
                 with contextlib.suppress(AetherFlowError, TimeoutError):
                     await self.upgrade(link)
-            await anyio.sleep(self.mesh.limits.upgrade_interval)
+            with anyio.move_on_after(self.mesh.limits.upgrade_interval):
+                while home is None or home.observed == observed:
+                    await (anyio.sleep_forever() if home is None else home.wait_changed())
 
 
 def relay_route_untrusted(value: object) -> str:

@@ -274,3 +274,27 @@ def test_symmetric_nat_nodes_stay_relayed_sync_and_outlive_a_relay_kill(tmp_path
         text_a = str(w.editor_a.ask(wait="three;")["text"])
         for edit in ("from a;", "from b;", "after the flush;", "one;", "two;", "three;"):
             assert edit in text_a and edit in text_b, (edit, text_a, text_b)
+
+
+def test_a_relayed_dialer_punches_again_at_once_when_its_public_address_changes(tmp_path: Path) -> None:
+    # An upgrade interval far beyond the test: any second attempt is the candidates' change.
+    with _world("symmetric", tmp_path, "--upgrade-interval", "3600") as w:
+        w.editor_a.ask(insert="from a;")
+        w.editor_b.ask(wait="from a;")
+        _wait_metric(w.topo.b.host, "aetherflow_peers", 'path="relayed"', 1)
+        deadline = time.monotonic() + WAIT
+        while (first := _node_metric(w.topo.b.host, "aetherflow_punch_attempts_total")) < 1:
+            assert time.monotonic() < deadline, "B never tried to upgrade"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the first attempt's punch is over (it fails in well under a second)
+        assert _node_metric(w.topo.b.host, "aetherflow_punch_attempts_total") == first
+        # B's NAT forgets its mappings: B's next packets to the relay leave from a new public
+        # port, the relay reports it, and B punches again with the new candidate.
+        w.topo.b.flush_conntrack()
+        w.editor_b.ask(insert="after the flush;")
+        w.editor_a.ask(wait="after the flush;")
+        deadline = time.monotonic() + WAIT
+        while _node_metric(w.topo.b.host, "aetherflow_punch_attempts_total") <= first:
+            assert time.monotonic() < deadline, "B did not punch again when its public address changed"
+            time.sleep(0.2)
+        assert _node_metric(w.topo.b.host, "aetherflow_path_upgrades_total") == 0
